@@ -1,0 +1,150 @@
+package api
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid")
+
+// nameRE is the form of agent and target names.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ValidName reports whether s can name an agent or a target.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// MaxRTT is the largest plausible round-trip time.
+const MaxRTT = 10 * time.Minute
+
+// Validate checks a batch's structure and every result in it. It does not
+// judge timestamps against the clock; the collector does that.
+func (b *Batch) Validate() error {
+	if !ValidName(b.Agent) {
+		return fmt.Errorf("%w: agent name %q: want 1-63 characters of [A-Za-z0-9._-]", ErrInvalid, clip(b.Agent))
+	}
+	if len(b.Results) == 0 {
+		return fmt.Errorf("%w: batch has no results", ErrInvalid)
+	}
+	if len(b.Results) > MaxBatchResults {
+		return fmt.Errorf("%w: batch has %d results, at most %d allowed", ErrInvalid, len(b.Results), MaxBatchResults)
+	}
+	for i := range b.Results {
+		if err := b.Results[i].Validate(); err != nil {
+			return fmt.Errorf("results[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Validate checks one result's fields.
+func (r *Result) Validate() error {
+	if r.Seq == 0 || r.Seq > 1<<62 {
+		return fmt.Errorf("%w: seq %d: want 1..2^62", ErrInvalid, r.Seq)
+	}
+	if r.MeasuredAt.IsZero() {
+		return fmt.Errorf("%w: measured_at missing", ErrInvalid)
+	}
+	if !ValidName(r.Target) {
+		return fmt.Errorf("%w: target name %q", ErrInvalid, clip(r.Target))
+	}
+	a, err := netip.ParseAddr(r.Address)
+	if err != nil || a.Zone() != "" {
+		return fmt.Errorf("%w: address %q: want an IPv4 or IPv6 address without zone", ErrInvalid, clip(r.Address))
+	}
+	switch r.Kind {
+	case KindDNS:
+		switch r.Query {
+		case QueryHostnameBind, QueryIDServer, QueryNSID:
+		default:
+			return fmt.Errorf("%w: query %q is not a DNS identity query", ErrInvalid, clip(r.Query))
+		}
+	default:
+		return fmt.Errorf("%w: kind %q", ErrInvalid, clip(string(r.Kind)))
+	}
+	switch r.Transport {
+	case TransportUDP, TransportTCP:
+	default:
+		return fmt.Errorf("%w: transport %q", ErrInvalid, clip(string(r.Transport)))
+	}
+	if r.RTTMicros < 0 || r.RTTMicros > MaxRTT.Microseconds() {
+		return fmt.Errorf("%w: rtt_us %d out of range 0..%d", ErrInvalid, r.RTTMicros, MaxRTT.Microseconds())
+	}
+	if !r.Failure.Valid() {
+		return fmt.Errorf("%w: failure %q is not a classified failure", ErrInvalid, clip(string(r.Failure)))
+	}
+	if r.DNS != nil {
+		if err := r.DNS.validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *DNSValues) validate() error {
+	if len(d.Rcode) > 16 || !printable(d.Rcode) {
+		return fmt.Errorf("%w: dns.rcode %q", ErrInvalid, clip(d.Rcode))
+	}
+	if len(d.TXT) > MaxTXTStrings {
+		return fmt.Errorf("%w: dns.txt has %d strings, at most %d allowed", ErrInvalid, len(d.TXT), MaxTXTStrings)
+	}
+	for i, s := range d.TXT {
+		if err := text("dns.txt["+fmt.Sprint(i)+"]", s, 4*MaxStringLen); err != nil {
+			return err
+		}
+	}
+	if len(d.NSIDHex) > 2*MaxNSIDBytes {
+		return fmt.Errorf("%w: dns.nsid_hex longer than %d bytes", ErrInvalid, MaxNSIDBytes)
+	}
+	if _, err := hex.DecodeString(d.NSIDHex); err != nil {
+		return fmt.Errorf("%w: dns.nsid_hex is not hex", ErrInvalid)
+	}
+	if err := text("dns.nsid_text", d.NSIDText, MaxStringLen); err != nil {
+		return err
+	}
+	if err := text("dns.identity", d.Identity, 4*MaxStringLen); err != nil {
+		return err
+	}
+	if d.Size < 0 || d.Size > 65535 {
+		return fmt.Errorf("%w: dns.size %d out of range 0..65535", ErrInvalid, d.Size)
+	}
+	return nil
+}
+
+// text checks a free-text field: bounded, valid UTF-8, no NUL (PostgreSQL
+// text cannot hold it) and no other control characters.
+func text(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, field, max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, field)
+	}
+	if !printable(s) {
+		return fmt.Errorf("%w: %s contains control characters", ErrInvalid, field)
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// clip shortens hostile input before it is echoed in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
