@@ -1,0 +1,302 @@
+package report
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// WriteJSON writes r as indented JSON.
+func WriteJSON(w io.Writer, r *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// WriteMarkdown writes r as a Markdown document for people. Every string
+// that comes from probes or agents is escaped, so a hostile identity renders
+// as inert text inside its table cell.
+func WriteMarkdown(w io.Writer, r *Report) error {
+	m := &mdWriter{w: bufio.NewWriter(w)}
+	m.line("# Anycast catchment report")
+	m.line("")
+	m.linef("- Generated: %s", stamp(r.GeneratedAt))
+	m.linef("- Window: %s to %s", stamp(r.Since), stamp(r.Until))
+	m.linef("- Targets: %d", len(r.Targets))
+	for i := range r.Targets {
+		m.target(&r.Targets[i])
+	}
+	if m.err != nil {
+		return fmt.Errorf("write report: %w", m.err)
+	}
+	if err := m.w.Flush(); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+type mdWriter struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (m *mdWriter) line(s string) {
+	if m.err == nil {
+		_, m.err = m.w.WriteString(s + "\n")
+	}
+}
+
+func (m *mdWriter) linef(format string, args ...any) { m.line(fmt.Sprintf(format, args...)) }
+
+// row writes one table row of already escaped cells.
+func (m *mdWriter) row(cells ...string) { m.line("| " + strings.Join(cells, " | ") + " |") }
+
+func (m *mdWriter) table(header []string, align string) {
+	m.row(header...)
+	seps := make([]string, len(header))
+	for i := range header {
+		seps[i] = "---"
+		if i < len(align) && align[i] == 'r' {
+			seps[i] = "---:"
+		}
+	}
+	m.line("|" + strings.Join(seps, "|") + "|")
+}
+
+func (m *mdWriter) target(t *Target) {
+	m.line("")
+	m.linef("## Target %s", esc(t.Name))
+	m.line("")
+	failed := 0
+	for _, n := range t.Failures {
+		failed += n
+	}
+	unresolved := t.UnresolvedOther
+	for _, u := range t.Unresolved {
+		unresolved += u.Observations
+	}
+	m.linef("Observations: %d (%d failed, %d with an unresolved identity). Vantage points with a resolved site: %d.",
+		t.Observations, failed, unresolved, t.VantagePoints)
+
+	m.line("")
+	m.line("### Sites")
+	m.line("")
+	if len(t.Sites) == 0 {
+		m.line("None.")
+	} else {
+		m.table([]string{"Site", "Name", "Declared", "Vantage points", "Share"}, "...rr")
+		for _, s := range t.Sites {
+			declared := "no"
+			if s.Declared {
+				declared = "yes"
+			}
+			m.row(esc(s.Site), esc(s.Name), declared, strconv.Itoa(s.VantagePoints), percent(s.Share))
+		}
+	}
+
+	m.line("")
+	m.line("### Catchment")
+	m.line("")
+	if len(t.Catchment) == 0 {
+		m.line("None.")
+	} else {
+		m.table([]string{"Vantage point", "Address", "Site", "Observations", "Confidence", "Per transport and query", "Other sites", "Unresolved", "Failures"}, "...rr..rr")
+		for _, c := range t.Catchment {
+			m.row(esc(c.VantagePoint), c.Address.String(), site(c.Site), strconv.Itoa(c.Observations),
+				percent(c.Confidence), streams(c.Transports), others(c), strconv.Itoa(c.Unresolved), strconv.Itoa(c.Failures))
+		}
+	}
+
+	m.line("")
+	m.line("### Switches")
+	m.line("")
+	if len(t.Switches) == 0 {
+		m.line("None.")
+	} else {
+		m.table([]string{"At", "Vantage point", "Address", "Transport", "Query", "From", "To", "Last at old site", "Failures between"}, "........r")
+		for _, s := range t.Switches {
+			m.row(stamp(s.At), esc(s.VantagePoint), s.Address.String(), esc(string(s.Transport)), esc(s.Query),
+				site(s.From), site(s.To), stamp(s.LastFrom), strconv.Itoa(s.FailuresBetween))
+		}
+	}
+
+	m.line("")
+	m.line("### Disagreements")
+	m.line("")
+	if len(t.Disagreements) == 0 {
+		m.line("None.")
+	} else {
+		m.line("Answers of one round that named different sites.")
+		m.line("")
+		m.table([]string{"Vantage point", "Address", "Answer", "Other answer", "Rounds", "First", "Last"}, "....r..")
+		for _, d := range t.Disagreements {
+			m.row(esc(d.VantagePoint), d.Address.String(), answer(d.A), answer(d.B),
+				strconv.Itoa(d.Rounds), stamp(d.First), stamp(d.Last))
+		}
+	}
+
+	m.line("")
+	m.line("### Unresolved identities")
+	m.line("")
+	if len(t.Unresolved) == 0 && t.UnresolvedOther == 0 {
+		m.line("None.")
+	} else {
+		m.table([]string{"Identity", "Observations"}, ".r")
+		for _, u := range t.Unresolved {
+			m.row(identityCell(u.Identity), strconv.Itoa(u.Observations))
+		}
+		if t.UnresolvedOther > 0 {
+			m.row("(other identities)", strconv.Itoa(t.UnresolvedOther))
+		}
+	}
+
+	m.line("")
+	m.line("### Failures")
+	m.line("")
+	if len(t.Failures) == 0 {
+		m.line("None.")
+	} else {
+		m.table([]string{"Failure", "Count"}, ".r")
+		names := make([]string, 0, len(t.Failures))
+		for f := range t.Failures {
+			names = append(names, f)
+		}
+		slices.Sort(names)
+		for _, f := range names {
+			m.row(failure(f), strconv.Itoa(t.Failures[f]))
+		}
+	}
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func percent(x float64) string { return strconv.FormatFloat(100*x, 'f', 1, 64) + "%" }
+
+func site(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return esc(s)
+}
+
+func identityCell(s string) string {
+	if s == "" {
+		return "(empty)"
+	}
+	return esc(s)
+}
+
+// failure shows a classified failure as is, anything else escaped.
+func failure(f string) string {
+	if api.Failure(f).Valid() {
+		return f
+	}
+	return esc(f)
+}
+
+func streams(ss []Stream) string {
+	parts := make([]string, 0, len(ss))
+	for _, s := range ss {
+		result := "—"
+		if s.Site != "" {
+			result = site(s.Site) + " " + percent(s.Confidence)
+		}
+		parts = append(parts, fmt.Sprintf("%s %s: %s", esc(string(s.Transport)), esc(s.Query), result))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func others(c Catchment) string {
+	var parts []string
+	for _, s := range c.Sites {
+		if s.Site != c.Site {
+			parts = append(parts, fmt.Sprintf("%s (%d)", esc(s.Site), s.Observations))
+		}
+	}
+	if len(parts) == 0 {
+		return "—"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func answer(a Answer) string {
+	return fmt.Sprintf("%s %s → %s", esc(string(a.Transport)), esc(a.Query), site(a.Site))
+}
+
+// maxCell bounds the runes of an untrusted string shown in a table cell.
+const maxCell = 100
+
+// esc makes untrusted text inert in a Markdown table cell: HTML-significant
+// characters and the pipe become entities; Markdown punctuation that could
+// start emphasis, code, links, images, math or autolinks is backslash-escaped;
+// line breaks, other control characters and invisible or bidirectional
+// formatting characters are shown as \uXXXX; invalid UTF-8 becomes U+FFFD;
+// long text is cut.
+func esc(s string) string {
+	var b strings.Builder
+	n := 0
+	for i, r := range s {
+		if n == maxCell {
+			b.WriteString("…")
+			break
+		}
+		n++
+		switch r {
+		case '&':
+			b.WriteString("&amp;")
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		case '"':
+			b.WriteString("&quot;")
+		case '\'':
+			b.WriteString("&#39;")
+		case '|':
+			b.WriteString("&#124;")
+		case '\\', '`', '*', '_', '[', ']', '(', ')', '{', '}', '#', '!', '~', '$', ':', '@', '^', '=', '+':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case '.':
+			// "www." starts an extended autolink.
+			if i >= 3 && strings.EqualFold(s[i-3:i], "www") {
+				b.WriteByte('\\')
+			}
+			b.WriteByte('.')
+		case utf8.RuneError:
+			b.WriteRune(utf8.RuneError)
+		default:
+			if invisible(r) {
+				fmt.Fprintf(&b, `\\u%04X`, r)
+			} else {
+				b.WriteRune(r)
+			}
+		}
+	}
+	return b.String()
+}
+
+// invisible reports whether r is a control character, a line or paragraph
+// separator, or a zero-width or bidirectional formatting character.
+func invisible(r rune) bool {
+	switch {
+	case r < 0x20, r >= 0x7f && r <= 0x9f:
+		return true
+	case r == 0x061c, r == 0x00ad, r == 0xfeff:
+		return true
+	case r >= 0x200b && r <= 0x200f, r >= 0x2028 && r <= 0x202e, r >= 0x2060 && r <= 0x206f:
+		return true
+	}
+	return false
+}

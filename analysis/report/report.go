@@ -1,0 +1,374 @@
+// Package report builds and renders the catchment report of anycast targets:
+// each site's share of vantage points, each vantage point's site, PoP
+// switches, unresolved identities and failures.
+package report
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anyscope/anyscope/analysis"
+	"github.com/anyscope/anyscope/analysis/catchment"
+	"github.com/anyscope/anyscope/analysis/identity"
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// Errors callers branch on.
+var (
+	// ErrInvalid is wrapped when Options make no sense.
+	ErrInvalid = errors.New("invalid report options")
+	// ErrUnknownTarget is wrapped when Options.Target names no target.
+	ErrUnknownTarget = errors.New("unknown target")
+)
+
+// DefaultSpan is the length of the window when Options.Since is zero.
+const DefaultSpan = 24 * time.Hour
+
+// Options select what a report covers.
+type Options struct {
+	// Since and Until bound the window [Since, Until). A zero Until is now;
+	// a zero Since is DefaultSpan before Until.
+	Since, Until time.Time
+	// Target restricts the report to one target; "" reports all.
+	Target string
+	// Round is how close answers of different streams must be to be
+	// compared (catchment.Config.Round); zero is catchment.DefaultRound.
+	Round time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Report is the catchment report. Field names are a stable contract.
+type Report struct {
+	GeneratedAt time.Time `json:"generated_at"`
+	Since       time.Time `json:"since"`
+	Until       time.Time `json:"until"`
+	Targets     []Target  `json:"targets"`
+}
+
+// Target is the report for one anycast target.
+type Target struct {
+	Name string `json:"name"`
+	// Observations counts every observation in the window.
+	Observations int `json:"observations"`
+	// VantagePoints counts vantage points with a resolved observation: the
+	// denominator of every site's share.
+	VantagePoints int          `json:"vantage_points"`
+	Sites         []Site       `json:"sites"`
+	Catchment     []Catchment  `json:"catchment"`
+	Switches      []Switch     `json:"switches"`
+	Unresolved    []Unresolved `json:"unresolved"`
+	// UnresolvedOther counts observations of identities beyond the
+	// catchment.MaxUnresolved kept.
+	UnresolvedOther int            `json:"unresolved_other,omitempty"`
+	Failures        map[string]int `json:"failures"`
+	Disagreements   []Disagreement `json:"disagreements"`
+}
+
+// Site is a site of a target and the vantage points it serves. Each
+// vantage point counts once, under its majority site across the target's
+// addresses. Sites the operator declared appear even when they serve none.
+type Site struct {
+	Site          string   `json:"site"`
+	Name          string   `json:"name,omitempty"`
+	Declared      bool     `json:"declared,omitempty"`
+	Latitude      *float64 `json:"latitude,omitempty"`
+	Longitude     *float64 `json:"longitude,omitempty"`
+	VantagePoints int      `json:"vantage_points"`
+	// Share is VantagePoints over the target's VantagePoints (0..1).
+	Share float64 `json:"share"`
+}
+
+// Catchment is the site that served one vantage point at one address.
+type Catchment struct {
+	VantagePoint string     `json:"vantage_point"`
+	Address      netip.Addr `json:"address"`
+	// Site is the majority site, "" when no observation resolved.
+	Site         string  `json:"site"`
+	Observations int     `json:"observations"`
+	Confidence   float64 `json:"confidence"`
+	// Sites lists every site seen when there was more than one.
+	Sites         []SiteCount `json:"sites,omitempty"`
+	Transports    []Stream    `json:"transports,omitempty"`
+	Unresolved    int         `json:"unresolved,omitempty"`
+	Failures      int         `json:"failures,omitempty"`
+	Disagreements int         `json:"disagreements,omitempty"`
+}
+
+// SiteCount is how many observations named a site.
+type SiteCount struct {
+	Site         string `json:"site"`
+	Observations int    `json:"observations"`
+}
+
+// Stream is a catchment seen by one kind of question over one transport.
+type Stream struct {
+	Kind         api.Kind      `json:"kind"`
+	Transport    api.Transport `json:"transport"`
+	Query        string        `json:"query"`
+	Site         string        `json:"site"`
+	Observations int           `json:"observations"`
+	Confidence   float64       `json:"confidence"`
+	Unresolved   int           `json:"unresolved,omitempty"`
+	Failures     int           `json:"failures,omitempty"`
+	Switches     int           `json:"switches,omitempty"`
+}
+
+// Switch is a PoP switch of one stream.
+type Switch struct {
+	VantagePoint string        `json:"vantage_point"`
+	Address      netip.Addr    `json:"address"`
+	Kind         api.Kind      `json:"kind"`
+	Transport    api.Transport `json:"transport"`
+	Query        string        `json:"query"`
+	From         string        `json:"from"`
+	To           string        `json:"to"`
+	// At is the first observation at To; LastFrom the last at From.
+	At       time.Time `json:"at"`
+	LastFrom time.Time `json:"last_from"`
+	// FailuresBetween counts failed observations between the two.
+	FailuresBetween int `json:"failures_between,omitempty"`
+}
+
+// Unresolved is an identity no rule explained.
+type Unresolved struct {
+	Identity     string `json:"identity"`
+	Observations int    `json:"observations"`
+}
+
+// Answer is one side of a disagreement.
+type Answer struct {
+	Kind      api.Kind      `json:"kind"`
+	Transport api.Transport `json:"transport"`
+	Query     string        `json:"query"`
+	Site      string        `json:"site"`
+}
+
+// Disagreement: two streams of one vantage point and address named
+// different sites in the same round, Rounds times between First and Last.
+type Disagreement struct {
+	VantagePoint string     `json:"vantage_point"`
+	Address      netip.Addr `json:"address"`
+	A            Answer     `json:"a"`
+	B            Answer     `json:"b"`
+	Rounds       int        `json:"rounds"`
+	First        time.Time  `json:"first"`
+	Last         time.Time  `json:"last"`
+}
+
+// checkEvery is how many observations pass between two looks at ctx.
+const checkEvery = 4096
+
+// Build reads targets and observations from src and builds the report. It
+// holds one state per stream, never the observations themselves.
+func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, error) {
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	generated := now().UTC()
+	until, since := opts.Until.UTC(), opts.Since.UTC()
+	if opts.Until.IsZero() {
+		until = generated
+	}
+	if opts.Since.IsZero() {
+		since = until.Add(-DefaultSpan)
+	}
+	if !since.Before(until) {
+		return nil, fmt.Errorf("%w: since %s is not before until %s", ErrInvalid, since.Format(time.RFC3339), until.Format(time.RFC3339))
+	}
+	if opts.Round < 0 {
+		return nil, fmt.Errorf("%w: negative round %s", ErrInvalid, opts.Round)
+	}
+
+	all, err := src.Targets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read targets: %w", err)
+	}
+	declared := make(map[string]analysis.Target)
+	resolvers := make(map[string]*identity.Resolver)
+	for _, t := range all {
+		if opts.Target != "" && t.Name != opts.Target {
+			continue
+		}
+		r, err := identity.NewResolver(t)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", t.Name, err)
+		}
+		declared[t.Name], resolvers[t.Name] = t, r
+	}
+	if opts.Target != "" && len(declared) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTarget, opts.Target)
+	}
+
+	acc := catchment.New(resolvers, catchment.Config{Window: catchment.Window{Since: since, Until: until}, Round: opts.Round})
+	n := 0
+	err = src.Observations(ctx, since, until, opts.Target, func(o analysis.Observation) error {
+		if n++; n%checkEvery == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if opts.Target != "" && o.Target != opts.Target {
+			return nil
+		}
+		acc.Add(o)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read observations: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return assemble(acc, declared, generated, since, until), nil
+}
+
+// assemble groups the accumulator's results by target.
+func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, generated, since, until time.Time) *Report {
+	targets := make(map[string]*Target)
+	get := func(name string) *Target {
+		t := targets[name]
+		if t == nil {
+			t = &Target{
+				Name: name, Sites: []Site{}, Catchment: []Catchment{}, Switches: []Switch{},
+				Unresolved: []Unresolved{}, Failures: map[string]int{}, Disagreements: []Disagreement{},
+			}
+			targets[name] = t
+		}
+		return t
+	}
+	for name := range declared {
+		get(name)
+	}
+	for _, s := range acc.Targets() {
+		t := get(s.Target)
+		t.Observations = s.Observations
+		t.UnresolvedOther = s.UnresolvedOther
+		for _, u := range s.Unresolved {
+			t.Unresolved = append(t.Unresolved, Unresolved{Identity: u.Identity, Observations: u.Observations})
+		}
+		for f, n := range s.Failures {
+			t.Failures[string(f)] = n
+		}
+	}
+	for _, c := range acc.Catchments() {
+		t := get(c.Target)
+		rc := Catchment{
+			VantagePoint: c.VantagePoint, Address: c.Address, Site: c.Site,
+			Observations: c.Observations, Confidence: round(c.Confidence),
+			Unresolved: c.Unresolved, Failures: c.Failures, Disagreements: c.Disagreements,
+		}
+		if len(c.Sites) > 1 {
+			for _, s := range c.Sites {
+				rc.Sites = append(rc.Sites, SiteCount{Site: s.Site, Observations: s.Observations})
+			}
+		}
+		for _, s := range c.Streams {
+			rc.Transports = append(rc.Transports, Stream{
+				Kind: s.Kind, Transport: s.Transport, Query: s.Query, Site: s.Site,
+				Observations: s.Observations, Confidence: round(s.Confidence),
+				Unresolved: s.Unresolved, Failures: s.Failures, Switches: s.Switches,
+			})
+		}
+		t.Catchment = append(t.Catchment, rc)
+	}
+	for _, s := range acc.Switches() {
+		t := get(s.Target)
+		t.Switches = append(t.Switches, Switch{
+			VantagePoint: s.VantagePoint, Address: s.Address, Kind: s.Kind, Transport: s.Transport, Query: s.Query,
+			From: s.From, To: s.To, At: s.At.UTC(), LastFrom: s.LastFrom.UTC(), FailuresBetween: s.Failures,
+		})
+	}
+	for _, d := range acc.Disagreements() {
+		t := get(d.Target)
+		t.Disagreements = append(t.Disagreements, Disagreement{
+			VantagePoint: d.VantagePoint, Address: d.Address,
+			A: Answer(d.A), B: Answer(d.B), Rounds: d.Rounds, First: d.First.UTC(), Last: d.Last.UTC(),
+		})
+	}
+	served := make(map[string]map[string]int) // target → site → vantage points
+	for _, a := range acc.Assignments() {
+		get(a.Target)
+		if a.Site == "" {
+			continue
+		}
+		if served[a.Target] == nil {
+			served[a.Target] = make(map[string]int)
+		}
+		served[a.Target][a.Site]++
+	}
+	r := &Report{GeneratedAt: generated, Since: since, Until: until, Targets: make([]Target, 0, len(targets))}
+	for name, t := range targets {
+		t.Sites = sites(declared[name], served[name], t.Catchment)
+		for _, n := range served[name] {
+			t.VantagePoints += n
+		}
+		for i := range t.Sites {
+			if t.VantagePoints > 0 {
+				t.Sites[i].Share = round(float64(t.Sites[i].VantagePoints) / float64(t.VantagePoints))
+			}
+		}
+		r.Targets = append(r.Targets, *t)
+	}
+	slices.SortFunc(r.Targets, func(x, y Target) int { return cmp.Compare(x.Name, y.Name) })
+	return r
+}
+
+// sites lists the declared sites and every site seen, sorted by vantage
+// points served (most first), then code.
+func sites(t analysis.Target, served map[string]int, cs []Catchment) []Site {
+	byCode := make(map[string]*Site)
+	add := func(code string) *Site {
+		s := byCode[code]
+		if s == nil {
+			s = &Site{Site: code}
+			byCode[code] = s
+		}
+		return s
+	}
+	for _, d := range t.Sites {
+		code := strings.ToUpper(strings.TrimSpace(d.Code))
+		if code == "" {
+			continue
+		}
+		s := add(code)
+		s.Name, s.Declared = d.Name, true
+		if d.HasCoords {
+			lat, lon := d.Latitude, d.Longitude
+			s.Latitude, s.Longitude = &lat, &lon
+		}
+	}
+	for code, n := range served {
+		add(code).VantagePoints = n
+	}
+	for _, c := range cs {
+		for _, sc := range c.Sites {
+			add(sc.Site)
+		}
+		if c.Site != "" {
+			add(c.Site)
+		}
+	}
+	out := make([]Site, 0, len(byCode))
+	for _, s := range byCode {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(x, y Site) int {
+		if c := cmp.Compare(y.VantagePoints, x.VantagePoints); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Site, y.Site)
+	})
+	return out
+}
+
+// round keeps four decimals, enough for a share and stable in golden files.
+func round(x float64) float64 { return math.Round(x*1e4) / 1e4 }

@@ -1,0 +1,384 @@
+// Package collector is the HTTP service agents upload results to and fetch
+// their schedule from. It authenticates every request with the agent's bearer
+// token, validates every field, and acknowledges a batch only after the store
+// committed it; re-delivered results are answered with success, so agents can
+// simply re-send whatever they have not seen acknowledged.
+package collector
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	api "github.com/anyscope/anyscope/collector/api/v1"
+	"github.com/anyscope/anyscope/collector/store"
+)
+
+// Store is what the collector needs from the database.
+type Store interface {
+	Authenticate(ctx context.Context, token string) (store.Agent, error)
+	Ingest(ctx context.Context, agent store.Agent, results []api.Result) (accepted, duplicates int, err error)
+	ActiveTargets(ctx context.Context) ([]store.Target, error)
+	Ping(ctx context.Context) error
+}
+
+// Options tune the collector. Zero values take the defaults.
+type Options struct {
+	// MaxBodyBytes caps a request body, compressed and decompressed alike.
+	MaxBodyBytes int64
+	// MaxAge and MaxFuture bound measured_at relative to the collector's clock.
+	MaxAge    time.Duration
+	MaxFuture time.Duration
+	// ScheduleCache is how long the target list is reused between requests.
+	ScheduleCache time.Duration
+	Logger        *slog.Logger
+	// Registry receives the collector's metrics; nil means a private registry.
+	Registry *prometheus.Registry
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultMaxAge        = 30 * 24 * time.Hour
+	DefaultMaxFuture     = 5 * time.Minute
+	DefaultScheduleCache = 5 * time.Second
+)
+
+// Server serves the collector API.
+type Server struct {
+	st      Store
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	reg     *prometheus.Registry
+
+	mu          sync.Mutex
+	targets     []store.Target
+	targetsTime time.Time
+}
+
+// New returns a collector serving st.
+func New(st Store, opts Options) (*Server, error) {
+	if st == nil {
+		return nil, errors.New("collector: nil store")
+	}
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = api.MaxBodyBytes
+	}
+	if opts.MaxBodyBytes < 1024 {
+		return nil, fmt.Errorf("collector: max body %d bytes is too small", opts.MaxBodyBytes)
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	if opts.MaxFuture == 0 {
+		opts.MaxFuture = DefaultMaxFuture
+	}
+	if opts.ScheduleCache == 0 {
+		opts.ScheduleCache = DefaultScheduleCache
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m, err := newMetrics(opts.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{st: st, opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry}, nil
+}
+
+// Handler returns the collector's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+api.PathResults, s.postResults)
+	mux.HandleFunc("GET "+api.PathSchedule, s.getSchedule)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	return s.recoverer(mux)
+}
+
+// httpError is an answer to a request that cannot be served.
+type httpError struct {
+	code   int
+	reason string // metric label
+	msg    string
+	retry  time.Duration
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func fail(code int, reason, format string, args ...any) *httpError {
+	return &httpError{code: code, reason: reason, msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) writeError(w http.ResponseWriter, e *httpError) {
+	s.metrics.rejected.WithLabelValues(e.reason).Inc()
+	if e.code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="anyscope"`)
+	}
+	if e.retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(e.retry/time.Second)))
+	}
+	writeJSON(w, e.code, api.Error{Error: e.msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic while serving request", "path", r.URL.Path, "panic", v)
+				s.writeError(w, fail(http.StatusInternalServerError, "panic", "internal error"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authenticate finds the agent behind the request's bearer token.
+func (s *Server) authenticate(r *http.Request) (store.Agent, *httpError) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if h == "" {
+		return store.Agent{}, fail(http.StatusUnauthorized, "no_token", "missing Authorization: Bearer token")
+	}
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || len(token) > 512 {
+		return store.Agent{}, fail(http.StatusUnauthorized, "bad_token", "malformed Authorization header: want \"Bearer <token>\"")
+	}
+	a, err := s.st.Authenticate(r.Context(), strings.TrimSpace(token))
+	switch {
+	case err == nil:
+		return a, nil
+	case errors.Is(err, store.ErrUnauthorized):
+		return store.Agent{}, fail(http.StatusUnauthorized, "bad_token", "unknown, revoked or expired token")
+	default:
+		return store.Agent{}, s.storeError(err)
+	}
+}
+
+// storeError maps an infrastructure error to an answer the agent retries.
+func (s *Server) storeError(err error) *httpError {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.Warn("database unavailable", "err", err)
+		e := fail(http.StatusServiceUnavailable, "db_unavailable", "database unavailable, retry later")
+		e.retry = 5 * time.Second
+		return e
+	}
+	if errors.Is(err, context.Canceled) {
+		return fail(http.StatusServiceUnavailable, "canceled", "request canceled")
+	}
+	s.log.Error("store error", "err", err)
+	e := fail(http.StatusInternalServerError, "db_error", "internal error while storing, retry later")
+	e.retry = 5 * time.Second
+	return e
+}
+
+func (s *Server) postResults(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	agent, herr := s.authenticate(r)
+	if herr != nil {
+		s.writeError(w, herr)
+		return
+	}
+	b, herr := s.decodeBatch(w, r)
+	if herr != nil {
+		s.writeError(w, herr)
+		return
+	}
+	if b.Agent != agent.Name {
+		s.writeError(w, fail(http.StatusForbidden, "wrong_agent", "batch names agent %q but the token belongs to %q", clip(b.Agent), agent.Name))
+		return
+	}
+	now := s.opts.Now()
+	for i := range b.Results {
+		t := b.Results[i].MeasuredAt
+		if t.Before(now.Add(-s.opts.MaxAge)) || t.After(now.Add(s.opts.MaxFuture)) {
+			s.writeError(w, fail(http.StatusUnprocessableEntity, "bad_time",
+				"results[%d]: measured_at %s is outside the accepted window (%s back, %s ahead of the collector's clock)",
+				i, t.UTC().Format(time.RFC3339), s.opts.MaxAge, s.opts.MaxFuture))
+			return
+		}
+	}
+	ingestStart := time.Now()
+	accepted, dups, err := s.st.Ingest(r.Context(), agent, b.Results)
+	s.metrics.ingestSeconds.Observe(time.Since(ingestStart).Seconds())
+	if err != nil {
+		if errors.Is(err, store.ErrUnknownTarget) || errors.Is(err, store.ErrInvalid) {
+			s.writeError(w, fail(http.StatusUnprocessableEntity, "unknown_target", "%s", err.Error()))
+			return
+		}
+		s.writeError(w, s.storeError(err))
+		return
+	}
+	s.metrics.ingested.Add(float64(accepted))
+	s.metrics.duplicates.Add(float64(dups))
+	s.metrics.batches.Inc()
+	s.metrics.lastSeen.WithLabelValues(agent.Name).Set(float64(now.Unix()))
+	s.log.Debug("batch stored", "agent", agent.Name, "batch_seq", b.BatchSeq,
+		"accepted", accepted, "duplicates", dups, "took", time.Since(start))
+	writeJSON(w, http.StatusOK, api.Ack{BatchSeq: b.BatchSeq, Accepted: accepted, Duplicates: dups})
+}
+
+// decodeBatch reads, decompresses and validates a batch, with every size cap
+// applied before the bytes are used.
+func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (*api.Batch, *httpError) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return nil, fail(http.StatusUnsupportedMediaType, "content_type", "Content-Type %q: want application/json", clip(ct))
+	}
+	if r.ContentLength > s.opts.MaxBodyBytes {
+		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds %d", r.ContentLength, s.opts.MaxBodyBytes)
+	}
+	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	var in io.Reader = body
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return nil, s.readError(err, "gzip")
+		}
+		defer zr.Close()
+		in = zr
+	default:
+		return nil, fail(http.StatusUnsupportedMediaType, "content_encoding", "Content-Encoding %q: want gzip or none", clip(enc))
+	}
+	// One byte over the cap tells a body that is too large after
+	// decompression from one that is exactly at the cap.
+	lr := &io.LimitedReader{R: in, N: s.opts.MaxBodyBytes + 1}
+	dec := json.NewDecoder(lr)
+	dec.DisallowUnknownFields()
+	var b api.Batch
+	if err := dec.Decode(&b); err != nil {
+		if lr.N <= 0 {
+			return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "decompressed body exceeds %d bytes", s.opts.MaxBodyBytes)
+		}
+		return nil, s.readError(err, "json")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if lr.N <= 0 {
+			return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "decompressed body exceeds %d bytes", s.opts.MaxBodyBytes)
+		}
+		return nil, fail(http.StatusBadRequest, "json", "malformed JSON: unexpected data after the batch")
+	}
+	if err := b.Validate(); err != nil {
+		reason := "invalid"
+		code := http.StatusUnprocessableEntity
+		if len(b.Results) > api.MaxBatchResults {
+			reason, code = "too_many_results", http.StatusRequestEntityTooLarge
+		}
+		return nil, fail(code, reason, "%s", err.Error())
+	}
+	return &b, nil
+}
+
+// readError classifies a failure to read or decode a body.
+func (s *Server) readError(err error, what string) *httpError {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return fail(http.StatusRequestEntityTooLarge, "too_large", "body exceeds %d bytes", s.opts.MaxBodyBytes)
+	}
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fail(http.StatusBadRequest, "json", "malformed JSON at byte %d: %s", se.Offset, se.Error())
+	case errors.As(err, &te):
+		return fail(http.StatusBadRequest, "json", "wrong JSON type for field %q: got %s, want %s", clip(te.Field), te.Value, te.Type)
+	case what == "gzip" || errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum):
+		return fail(http.StatusBadRequest, "gzip", "bad gzip body: %s", clip(err.Error()))
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return fail(http.StatusBadRequest, "json", "malformed JSON: body ended early")
+	}
+	return fail(http.StatusBadRequest, "json", "malformed JSON: %s", clip(err.Error()))
+}
+
+func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
+	agent, herr := s.authenticate(r)
+	if herr != nil {
+		s.writeError(w, herr)
+		return
+	}
+	ts, err := s.activeTargets(r.Context())
+	if err != nil {
+		s.writeError(w, s.storeError(err))
+		return
+	}
+	sch := api.Schedule{Agent: agent.Name, GeneratedAt: s.opts.Now().UTC(), Targets: []api.ScheduleTarget{}}
+	for _, t := range ts {
+		st := api.ScheduleTarget{Name: t.Name, IntervalSeconds: t.Interval.Seconds(), NSIDQName: t.NSIDQName}
+		for _, a := range t.Addresses {
+			st.Addresses = append(st.Addresses, a.String())
+		}
+		for _, p := range t.Probes {
+			st.Probes = append(st.Probes, api.Kind(p))
+		}
+		sch.Targets = append(sch.Targets, st)
+	}
+	s.metrics.schedules.Inc()
+	writeJSON(w, http.StatusOK, sch)
+}
+
+func (s *Server) activeTargets(ctx context.Context) ([]store.Target, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.targets != nil && time.Since(s.targetsTime) < s.opts.ScheduleCache {
+		return s.targets, nil
+	}
+	ts, err := s.st.ActiveTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.targets, s.targetsTime = ts, time.Now()
+	return ts, nil
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.st.Ping(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, api.Error{Error: "database unavailable"})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ready\n")
+}
+
+// clip shortens hostile input before it is echoed in an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
