@@ -21,9 +21,12 @@ type Observation struct {
 	Transport    api.Transport
 	Query        string
 	At           time.Time
-	Failure      api.Failure
-	Identity     string // untrusted text from the network; empty when none
-	RTT          time.Duration
+	// Round is non-zero when the source knows which results were measured
+	// together (an anyscope agent's probe round); 0 means unknown.
+	Round    uint64
+	Failure  api.Failure
+	Identity string // untrusted text from the network; empty when none
+	RTT      time.Duration
 }
 
 // Target is what analysis needs to know of a target: its operator-declared

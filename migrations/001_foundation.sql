@@ -66,6 +66,8 @@ CREATE TABLE sites (
 CREATE TABLE results (
     agent_id     bigint NOT NULL,
     seq          bigint NOT NULL CHECK (seq > 0),
+    -- the seq of the first result of the probe round this one belongs to
+    round        bigint,
     measured_at  timestamptz NOT NULL,
     received_at  timestamptz NOT NULL DEFAULT now(),
     target_id    bigint NOT NULL,

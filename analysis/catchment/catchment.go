@@ -49,7 +49,9 @@ type Config struct {
 	Window Window
 	// Round is how close in time two answers of one (vantage point, target,
 	// address) must be to belong to one round, where answers of different
-	// streams (CHAOS and NSID, UDP and TCP) are compared. Zero means
+	// streams (CHAOS and NSID, UDP and TCP) are compared. It is used only
+	// for observations without a round number (Observation.Round); those
+	// that have one are compared within their round exactly. Zero means
 	// DefaultRound.
 	Round time.Duration
 }
@@ -235,6 +237,7 @@ type stream struct {
 
 	cur       string    // site of the latest resolved observation
 	curLast   time.Time // time of that observation
+	curRound  uint64    // its probe round, 0 when the source does not know
 	failSince int       // failures since then
 }
 
@@ -329,7 +332,7 @@ func (a *Accumulator) Add(o analysis.Observation) {
 	if !inOrder {
 		return
 	}
-	a.compare(s, res.Site, o.At)
+	a.compare(s, res.Site, o.At, o.Round)
 	if s.cur != "" && s.cur != res.Site {
 		s.switches++
 		a.switches = append(a.switches, Switch{
@@ -338,18 +341,24 @@ func (a *Accumulator) Add(o analysis.Observation) {
 			From: s.cur, To: res.Site, At: o.At, LastFrom: s.curLast, Failures: s.failSince,
 		})
 	}
-	s.cur, s.curLast, s.failSince = res.Site, o.At, 0
+	s.cur, s.curLast, s.curRound, s.failSince = res.Site, o.At, o.Round, 0
 }
 
 // compare records a disagreement with every other stream of the pair whose
-// latest answer, within one round of at, named another site.
-func (a *Accumulator) compare(s *stream, site string, at time.Time) {
+// latest answer, in the same round, named another site. Answers with round
+// numbers share a round when the numbers are equal; others when they are
+// within Config.Round of each other.
+func (a *Accumulator) compare(s *stream, site string, at time.Time, round uint64) {
 	p := s.pair
 	for _, o := range p.streams {
 		if o == s || o.cur == "" || o.cur == site {
 			continue
 		}
-		if d := at.Sub(o.curLast); d > a.cfg.Round || d < -a.cfg.Round {
+		if round != 0 && o.curRound != 0 {
+			if round != o.curRound {
+				continue
+			}
+		} else if d := at.Sub(o.curLast); d > a.cfg.Round || d < -a.cfg.Round {
 			continue
 		}
 		x := Answer{Kind: s.key.Kind, Transport: s.key.Transport, Query: s.key.Query, Site: site}

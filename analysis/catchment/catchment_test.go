@@ -379,3 +379,42 @@ func BenchmarkAdd(b *testing.B) {
 		a.Add(o)
 	}
 }
+
+// TestDisagreementsByRound: answers that carry round numbers are compared
+// within their round only, however close in time two rounds are — a site
+// change between two rounds one second apart is a switch, not a
+// disagreement.
+func TestDisagreementsByRound(t *testing.T) {
+	t.Parallel()
+	at := func(o analysis.Observation, sec int, round uint64, q string) analysis.Observation {
+		o.At = t0.Add(time.Duration(sec) * time.Second)
+		o.Round, o.Query = round, q
+		return o
+	}
+	a := accumulate(
+		at(ob(0, hel1), 0, 1, api.QueryHostnameBind), at(ob(0, hel1), 0, 1, api.QueryNSID),
+		// One second later, round 3: both moved to AMS together.
+		at(ob(0, ams1), 1, 3, api.QueryHostnameBind), at(ob(0, ams1), 1, 3, api.QueryNSID),
+		// Round 5: NSID answered from HEL while CHAOS stayed at AMS.
+		at(ob(0, ams1), 2, 5, api.QueryHostnameBind), at(ob(0, hel2), 2, 5, api.QueryNSID),
+	)
+	d := a.Disagreements()
+	if len(d) != 1 || d[0].Rounds != 1 || d[0].A.Site == d[0].B.Site {
+		t.Fatalf("Disagreements() = %+v, want exactly round 5's", d)
+	}
+	if got := len(a.Switches()); got != 3 {
+		t.Errorf("%d switches, want 3 (both streams HEL→AMS, NSID AMS→HEL)", got)
+	}
+	// Without round numbers, the time window (10 s) would have paired the
+	// rounds above and reported the HEL→AMS move as disagreements too.
+	b := New(nil, Config{})
+	for _, o := range []analysis.Observation{
+		at(ob(0, hel1), 0, 0, api.QueryHostnameBind), at(ob(0, hel1), 0, 0, api.QueryNSID),
+		at(ob(0, ams1), 1, 0, api.QueryHostnameBind), at(ob(0, ams1), 1, 0, api.QueryNSID),
+	} {
+		b.Add(o)
+	}
+	if len(b.Disagreements()) == 0 {
+		t.Error("without round numbers the time window no longer applies")
+	}
+}

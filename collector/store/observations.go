@@ -47,7 +47,7 @@ func (s *Store) Observations(ctx context.Context, since, until time.Time, target
 	}
 	sql := `
 		SELECT a.name, t.name, r.address, r.kind, r.transport, r.query, r.measured_at, r.failure,
-		       coalesce(r.identity, ''), coalesce(r.rtt_us, 0)
+		       coalesce(r.identity, ''), coalesce(r.rtt_us, 0), coalesce(r.round, 0)
 		FROM results r
 		JOIN agents a ON a.id = r.agent_id
 		JOIN targets t ON t.id = r.target_id`
@@ -64,15 +64,16 @@ func (s *Store) Observations(ctx context.Context, since, until time.Time, target
 		o                     analysis.Observation
 		addr                  netip.Addr
 		kind, transport, fail string
-		rttMicros             int64
+		rttMicros, round      int64
 	)
 	for rows.Next() {
-		if err := rows.Scan(&o.VantagePoint, &o.Target, &addr, &kind, &transport, &o.Query, &o.At, &fail, &o.Identity, &rttMicros); err != nil {
+		if err := rows.Scan(&o.VantagePoint, &o.Target, &addr, &kind, &transport, &o.Query, &o.At, &fail, &o.Identity, &rttMicros, &round); err != nil {
 			return s.translate(op, err)
 		}
 		o.Address, o.Kind, o.Transport, o.Failure = addr, api.Kind(kind), api.Transport(transport), api.Failure(fail)
 		o.At = o.At.UTC()
 		o.RTT = time.Duration(rttMicros) * time.Microsecond
+		o.Round = uint64(round)
 		if err := fn(o); err != nil {
 			return err
 		}

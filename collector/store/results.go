@@ -22,7 +22,7 @@ import (
 // takes its default.
 var resultColumns = []string{
 	"agent_id", "seq", "measured_at", "target_id", "address", "kind", "transport",
-	"query", "failure", "rtt_us", "rcode", "identity", "nsid", "detail",
+	"query", "failure", "rtt_us", "rcode", "identity", "nsid", "detail", "round",
 }
 
 var columnList = strings.Join(resultColumns, ", ")
@@ -47,7 +47,7 @@ var insertFromStaging = `INSERT INTO results (` + columnList + `) SELECT ` + col
 
 // resultRow is one result as stored.
 type resultRow struct {
-	seq                             int64
+	seq, round                      int64 // round 0 is stored as NULL
 	at                              time.Time
 	targetID                        int64
 	addr                            netip.Addr
@@ -92,7 +92,7 @@ func (s *Store) prepare(ctx context.Context, agentID int64, results []api.Result
 			return nil, fmt.Errorf("%w: results[%d]: seq %d, measured_at %s", ErrInvalid, i, r.Seq, r.MeasuredAt)
 		}
 		*row = resultRow{
-			seq: int64(r.Seq), at: r.MeasuredAt, targetID: tid, addr: addr.Unmap(),
+			seq: int64(r.Seq), round: int64(r.Round), at: r.MeasuredAt, targetID: tid, addr: addr.Unmap(),
 			kind: string(r.Kind), transport: string(r.Transport), query: r.Query, failure: string(r.Failure),
 			rtt: r.RTTMicros, rttNull: r.RTTMicros == 0 && r.Failure != api.FailureNone,
 		}
@@ -130,7 +130,7 @@ func dayStart(d int64) time.Time { return time.Unix(d*86400, 0).UTC() }
 type rowSource struct {
 	b    *batch
 	i    int
-	vals [14]any
+	vals [15]any
 }
 
 func (r *rowSource) Next() bool { r.i++; return r.i <= len(r.b.rows) }
@@ -141,7 +141,7 @@ func (r *rowSource) Values() ([]any, error) {
 	v := r.vals[:]
 	v[0], v[1], v[2], v[3], v[4] = r.b.agentID, row.seq, row.at, row.targetID, row.addr
 	v[5], v[6], v[7], v[8] = row.kind, row.transport, row.query, row.failure
-	v[9], v[10], v[11], v[12], v[13] = nil, nil, nil, nil, nil
+	v[9], v[10], v[11], v[12], v[13], v[14] = nil, nil, nil, nil, nil, nil
 	if !row.rttNull {
 		v[9] = row.rtt
 	}
@@ -156,6 +156,9 @@ func (r *rowSource) Values() ([]any, error) {
 	}
 	if row.detail != nil {
 		v[13] = row.detail
+	}
+	if row.round != 0 {
+		v[14] = row.round
 	}
 	return v, nil
 }

@@ -150,10 +150,10 @@ func TestIngestColumns(t *testing.T) {
 	a, _ := seed(t, st)
 	at := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
 	rs := []api.Result{
-		{Seq: 1, MeasuredAt: at, Target: "k-root", Address: "2001:db8::53", Kind: api.KindDNS, Transport: api.TransportTCP,
+		{Seq: 1, Round: 1, MeasuredAt: at, Target: "k-root", Address: "2001:db8::53", Kind: api.KindDNS, Transport: api.TransportTCP,
 			Query: api.QueryNSID, RTTMicros: 2345,
 			DNS: &api.DNSValues{Rcode: "NOERROR", NSIDHex: "00ff6869", Identity: "00ff6869", Size: 120}},
-		{Seq: 2, MeasuredAt: at, Target: "k-root", Address: "192.0.2.53", Kind: api.KindDNS, Transport: api.TransportUDP,
+		{Seq: 2, Round: 1, MeasuredAt: at, Target: "k-root", Address: "192.0.2.53", Kind: api.KindDNS, Transport: api.TransportUDP,
 			Query: api.QueryIDServer, Failure: api.FailureTimeout},
 		{Seq: 3, MeasuredAt: at, Target: "k-root", Address: "::ffff:192.0.2.53", Kind: api.KindDNS, Transport: api.TransportUDP,
 			Query: api.QueryHostnameBind, Failure: api.FailureDNSRefused, RTTMicros: 800, DNS: &api.DNSValues{Rcode: "REFUSED"}},
@@ -162,18 +162,19 @@ func TestIngestColumns(t *testing.T) {
 	rows := sql(t, dsn, `
 		SELECT seq, measured_at, host(address), kind, transport, query, failure,
 		       coalesce(rtt_us::text, 'NULL'), coalesce(rcode, 'NULL'), coalesce(identity, 'NULL'),
-		       coalesce(encode(nsid, 'hex'), 'NULL'), coalesce(detail::text, 'NULL')
+		       coalesce(encode(nsid, 'hex'), 'NULL'), coalesce(detail::text, 'NULL'), coalesce(round, 0)
 		FROM results ORDER BY seq`)
 	type row struct {
 		seq                                        int64
 		at                                         time.Time
 		addr, kind, transport, query, failure, rtt string
 		rcode, identity, nsid, detail              string
+		round                                      int64
 	}
 	var got []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.seq, &r.at, &r.addr, &r.kind, &r.transport, &r.query, &r.failure, &r.rtt, &r.rcode, &r.identity, &r.nsid, &r.detail); err != nil {
+		if err := rows.Scan(&r.seq, &r.at, &r.addr, &r.kind, &r.transport, &r.query, &r.failure, &r.rtt, &r.rcode, &r.identity, &r.nsid, &r.detail, &r.round); err != nil {
 			t.Fatal(err)
 		}
 		r.at = r.at.UTC()
@@ -185,9 +186,9 @@ func TestIngestColumns(t *testing.T) {
 	micro := at.Truncate(time.Microsecond)
 	want := []row{
 		{1, micro, "2001:db8::53", "dns", "tcp", "nsid", "", "2345", "NOERROR", "00ff6869", "00ff6869",
-			`{"size": 120, "rcode": "NOERROR", "identity": "00ff6869", "nsid_hex": "00ff6869"}`},
-		{2, micro, "192.0.2.53", "dns", "udp", "id.server", "generic_timeout_error", "NULL", "NULL", "NULL", "NULL", "NULL"},
-		{3, micro, "192.0.2.53", "dns", "udp", "hostname.bind", "dns_refused", "800", "REFUSED", "NULL", "NULL", `{"rcode": "REFUSED"}`},
+			`{"size": 120, "rcode": "NOERROR", "identity": "00ff6869", "nsid_hex": "00ff6869"}`, 1},
+		{2, micro, "192.0.2.53", "dns", "udp", "id.server", "generic_timeout_error", "NULL", "NULL", "NULL", "NULL", "NULL", 1},
+		{3, micro, "192.0.2.53", "dns", "udp", "hostname.bind", "dns_refused", "800", "REFUSED", "NULL", "NULL", `{"rcode": "REFUSED"}`, 0},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d rows, want %d", len(got), len(want))

@@ -78,6 +78,11 @@ const (
 type Result struct {
 	// Seq is the agent's contiguous sequence number, starting at 1.
 	Seq uint64 `json:"seq"`
+	// Round groups the results measured together in one probe round (one
+	// target address, every transport and query): it is the Seq of the
+	// round's first result, or 0 when unknown. Analysis compares answers of
+	// one round (e.g. CHAOS against NSID) only within it.
+	Round uint64 `json:"round,omitempty"`
 	// MeasuredAt is when the probe was sent (UTC).
 	MeasuredAt time.Time `json:"measured_at"`
 	// Target is the target's name as given in the schedule.

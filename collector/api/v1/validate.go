@@ -48,6 +48,9 @@ func (r *Result) Validate() error {
 	if r.Seq == 0 || r.Seq > 1<<62 {
 		return fmt.Errorf("%w: seq %d: want 1..2^62", ErrInvalid, r.Seq)
 	}
+	if r.Round > r.Seq {
+		return fmt.Errorf("%w: round %d after seq %d: a round is numbered by its first result", ErrInvalid, r.Round, r.Seq)
+	}
 	if r.MeasuredAt.IsZero() {
 		return fmt.Errorf("%w: measured_at missing", ErrInvalid)
 	}

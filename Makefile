@@ -1,0 +1,43 @@
+# anyscope — the two commands that matter: `make demo` and `make test`.
+GO     ?= go
+BIN    := bin/anyscope
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build deps test vet demo bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/anyscope
+
+# deps installs what the tests and the demo need on a Debian machine:
+# PostgreSQL's server binaries (the tests and the demo start private clusters
+# from them; no system service is used).
+deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
+		echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null || \
+		{ echo "could not install postgresql: install it (apt-get install postgresql) and retry" >&2; exit 1; }; \
+	fi
+
+vet:
+	$(GO) vet ./...
+
+# test: static checks, then every test with the race detector, against real
+# PostgreSQL clusters and real DNS servers on loopback.
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# demo: database, collector, three DNS sites on loopback, an agent, a report.
+demo: deps build
+	$(BIN) demo
+
+# bench: ingest throughput of the collector against raw COPY, measured in one
+# run; the last line is machine-readable.
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./collector/store/ 2>&1 | grep -E '^(Benchmark|ok|FAIL)' || true
+	$(BIN) bench ingest
+
+clean:
+	rm -rf bin

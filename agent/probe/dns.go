@@ -1,0 +1,417 @@
+package probe
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// Defaults for DNSOptions.
+const (
+	DefaultTimeout = 2 * time.Second
+	// DefaultUDPSize is the EDNS0 buffer size advertised; some servers omit
+	// NSID when offered less.
+	DefaultUDPSize = 1232
+	DefaultPort    = 53
+)
+
+// Limiter paces transactions; Wait blocks until one more may be sent.
+type Limiter interface {
+	Wait(ctx context.Context) error
+}
+
+// DNSOptions configure a DNS identity prober. Zero values take the defaults.
+type DNSOptions struct {
+	// Timeout bounds each transaction: dial, send and wait for the answer.
+	Timeout time.Duration
+	// UDPSize is the EDNS0 UDP buffer size advertised, at least 1232.
+	UDPSize uint16
+	// Port is the port the servers listen on; only tests and labs change it.
+	Port uint16
+	// Limiter, when set, is waited on before every transaction so that the
+	// agent never exceeds its packet-rate ceiling.
+	Limiter Limiter
+}
+
+// DNS asks an anycast DNS server who it is, with the three identity
+// transactions of RFC 4892 and RFC 5001: CH TXT hostname.bind., CH TXT
+// id.server. and an IN SOA query carrying an empty NSID option. Every query
+// carries the empty NSID option, so a CHAOS answer may name the server twice.
+type DNS struct {
+	opts DNSOptions
+}
+
+// NewDNS validates o, applies defaults and returns a prober.
+func NewDNS(o DNSOptions) (*DNS, error) {
+	switch {
+	case o.Timeout == 0:
+		o.Timeout = DefaultTimeout
+	case o.Timeout < 0 || o.Timeout > api.MaxRTT:
+		return nil, fmt.Errorf("probe: dns timeout %v out of range (0, %v]", o.Timeout, api.MaxRTT)
+	}
+	switch {
+	case o.UDPSize == 0:
+		o.UDPSize = DefaultUDPSize
+	case o.UDPSize < DefaultUDPSize:
+		return nil, fmt.Errorf("probe: dns udp size %d below %d: servers may omit NSID", o.UDPSize, DefaultUDPSize)
+	}
+	if o.Port == 0 {
+		o.Port = DefaultPort
+	}
+	return &DNS{opts: o}, nil
+}
+
+// NSIDQName returns the fully qualified name asked (class IN, type SOA) to
+// elicit an NSID from t's servers: t.NSIDQName, or "." when it is empty.
+func NSIDQName(t api.ScheduleTarget) (string, error) {
+	name := t.NSIDQName
+	if name == "" {
+		return ".", nil
+	}
+	name = dns.Fqdn(name)
+	if _, ok := dns.IsDomainName(name); !ok || len(name) > 254 {
+		return "", fmt.Errorf("probe: nsid query name %q is not a domain name", t.NSIDQName)
+	}
+	return name, nil
+}
+
+// identityQuery is one of the three identity transactions.
+type identityQuery struct {
+	query string // api.Query*
+	name  string
+	class uint16
+	qtype uint16
+	rd    bool
+	chaos bool
+	err   error // set when the query cannot be built
+}
+
+func identityQueries(t api.ScheduleTarget) []identityQuery {
+	qname, err := NSIDQName(t)
+	return []identityQuery{
+		{query: api.QueryHostnameBind, name: "hostname.bind.", class: dns.ClassCHAOS, qtype: dns.TypeTXT, chaos: true},
+		{query: api.QueryIDServer, name: "id.server.", class: dns.ClassCHAOS, qtype: dns.TypeTXT, chaos: true},
+		// RD is set so that a recursive resolver answers rather than refuses;
+		// authoritative servers ignore it.
+		{query: api.QueryNSID, name: qname, class: dns.ClassINET, qtype: dns.TypeSOA, rd: true, err: err},
+	}
+}
+
+// Probe runs the three identity transactions against addr over transport,
+// one after the other, each with its own deadline (ctx's or Timeout from its
+// start, whichever is earlier), and returns one result per transaction, with
+// Seq left zero for the spool to assign. It returns fewer results only when
+// ctx ends first. t.Name must be a valid target name.
+func (p *DNS) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result {
+	addr = addr.Unmap().WithZone("")
+	server := netip.AddrPortFrom(addr, p.opts.Port).String()
+	var results []api.Result
+	for _, q := range identityQueries(t) {
+		if p.opts.Limiter != nil {
+			if err := p.opts.Limiter.Wait(ctx); err != nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		r := p.transact(ctx, server, transport, q)
+		r.Target = t.Name
+		r.Address = addr.String()
+		results = append(results, r)
+	}
+	return results
+}
+
+// transact runs one transaction and turns its outcome into a result.
+func (p *DNS) transact(ctx context.Context, server string, transport api.Transport, q identityQuery) api.Result {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
+	start := time.Now()
+	res := api.Result{
+		MeasuredAt: start.UTC(),
+		Kind:       api.KindDNS,
+		Transport:  transport,
+		Query:      q.query,
+	}
+	msg, wire, err := p.query(q)
+	if err != nil {
+		// Not a measurement of the server: the schedule asked for something
+		// the agent cannot send.
+		res.Failure = api.FailureUnknown
+		return res
+	}
+	r, size, rtt, err := exchange(ctx, string(transport), server, msg, wire)
+	if rtt > 0 {
+		res.RTTMicros = min(rtt.Microseconds(), api.MaxRTT.Microseconds())
+	}
+	if err != nil {
+		res.Failure = Classify(err)
+		if size > 0 {
+			res.DNS = &api.DNSValues{Size: size}
+		}
+		return res
+	}
+	res.DNS = values(r, size, q.chaos)
+	res.Failure = failure(r.Rcode, res.DNS.Identity)
+	return res
+}
+
+// query builds the message for q with an EDNS0 OPT carrying an empty NSID,
+// and its wire form.
+func (p *DNS) query(q identityQuery) (*dns.Msg, []byte, error) {
+	if q.err != nil {
+		return nil, nil, q.err
+	}
+	m := new(dns.Msg)
+	m.Id = dns.Id()
+	m.RecursionDesired = q.rd
+	m.Question = []dns.Question{{Name: q.name, Qtype: q.qtype, Qclass: q.class}}
+	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	opt.SetUDPSize(p.opts.UDPSize)
+	opt.Option = append(opt.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
+	m.Extra = append(m.Extra, opt)
+	wire, err := m.Pack()
+	if err != nil {
+		return nil, nil, fmt.Errorf("probe: packing %s query: %w", q.query, err)
+	}
+	return m, wire, nil
+}
+
+// longAgo is a deadline in the past: setting it interrupts blocked I/O.
+var longAgo = time.Unix(1, 0)
+
+// exchange sends q (packed as wire) to server over network ("udp" or "tcp") and waits for the
+// matching reply until ctx's deadline. It returns the size of the reply on the
+// wire and the time from sending the query to receiving the reply; both are
+// also set when the reply was bogus. Over UDP a reply with another message ID
+// is ignored (it may answer an earlier query from a reused port) but
+// remembered: if no matching reply follows, the error is ErrBogus, not a
+// timeout.
+func exchange(ctx context.Context, network, server string, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
+	tcp := network == "tcp"
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, server)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(longAgo) })
+	defer stop()
+
+	if tcp {
+		framed := make([]byte, 2+len(wire))
+		binary.BigEndian.PutUint16(framed, uint16(len(wire)))
+		copy(framed[2:], wire)
+		wire = framed
+	}
+	sent := time.Now()
+	if _, err := conn.Write(wire); err != nil {
+		return nil, 0, 0, ctxErr(ctx, err)
+	}
+	var (
+		stray     error // a reply with another ID, seen over UDP
+		straySize int
+		strayRTT  time.Duration
+	)
+	buf := make([]byte, dns.MaxMsgSize)
+	for {
+		b, err := readMsg(conn, tcp, buf)
+		if err != nil {
+			if stray != nil && Classify(ctxErr(ctx, err)) == api.FailureTimeout {
+				return nil, straySize, strayRTT, stray
+			}
+			return nil, 0, 0, ctxErr(ctx, err)
+		}
+		rtt := time.Since(sent)
+		if len(b) >= 2 && binary.BigEndian.Uint16(b) != q.Id && !tcp {
+			stray, straySize, strayRTT = fmt.Errorf("%w: reply with message id %d, want %d", ErrBogus, binary.BigEndian.Uint16(b), q.Id), len(b), rtt
+			continue
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(b); err != nil {
+			return nil, len(b), rtt, fmt.Errorf("%w: %w", ErrBogus, err)
+		}
+		if err := match(q, r); err != nil {
+			return nil, len(b), rtt, err
+		}
+		return r, len(b), rtt, nil
+	}
+}
+
+// readMsg reads one DNS message: one datagram, or one length-prefixed
+// message from a stream.
+func readMsg(conn net.Conn, tcp bool, buf []byte) ([]byte, error) {
+	if !tcp {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+	var l [2]byte
+	if _, err := io.ReadFull(conn, l[:]); err != nil {
+		return nil, err
+	}
+	b := buf[:binary.BigEndian.Uint16(l[:])]
+	if _, err := io.ReadFull(conn, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// ctxErr prefers the context's error (deadline or cancellation) to the I/O
+// error it caused.
+func ctxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// match checks that r answers q: same ID, a response, same opcode and the
+// same question. A reply without a question is accepted only with an error
+// rcode (some servers drop the question from FORMERR or NOTIMP answers).
+func match(q, r *dns.Msg) error {
+	switch {
+	case r.Id != q.Id:
+		return fmt.Errorf("%w: reply with message id %d, want %d", ErrBogus, r.Id, q.Id)
+	case !r.Response:
+		return fmt.Errorf("%w: reply is not a response", ErrBogus)
+	case r.Opcode != q.Opcode:
+		return fmt.Errorf("%w: reply opcode %d, want %d", ErrBogus, r.Opcode, q.Opcode)
+	case len(r.Question) == 0 && r.Rcode != dns.RcodeSuccess:
+		return nil
+	case len(r.Question) != 1:
+		return fmt.Errorf("%w: reply has %d questions, want 1", ErrBogus, len(r.Question))
+	}
+	a, b := r.Question[0], q.Question[0]
+	if !strings.EqualFold(a.Name, b.Name) || a.Qtype != b.Qtype || a.Qclass != b.Qclass {
+		return fmt.Errorf("%w: reply question does not match the query", ErrBogus)
+	}
+	return nil
+}
+
+// values extracts what the reply says, bounded and escaped so that it always
+// passes api validation, whatever the server sent.
+func values(r *dns.Msg, size int, chaos bool) *api.DNSValues {
+	v := &api.DNSValues{Rcode: rcode(r.Rcode), Size: size}
+	for _, rr := range r.Answer {
+		txt, ok := rr.(*dns.TXT)
+		if !ok {
+			continue
+		}
+		for _, s := range txt.Txt {
+			if len(v.TXT) == api.MaxTXTStrings {
+				break
+			}
+			v.TXT = append(v.TXT, clean(s, 4*api.MaxStringLen))
+		}
+	}
+	if opt := r.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if n, ok := o.(*dns.EDNS0_NSID); ok {
+				v.NSIDHex, v.NSIDText = nsid(n.Nsid)
+				break
+			}
+		}
+	}
+	if chaos {
+		for _, s := range v.TXT {
+			if s != "" {
+				v.Identity = s
+				break
+			}
+		}
+	} else if v.NSIDText != "" {
+		v.Identity = v.NSIDText
+	} else if v.NSIDHex != "" {
+		v.Identity = "0x" + v.NSIDHex
+	}
+	return v
+}
+
+// failure classifies a parsed reply: its rcode first, then whether it named
+// the server.
+func failure(rc int, identity string) api.Failure {
+	switch rc {
+	case dns.RcodeSuccess:
+		if identity == "" {
+			return api.FailureDNSNoAnswer
+		}
+		return api.FailureNone
+	case dns.RcodeRefused:
+		return api.FailureDNSRefused
+	case dns.RcodeServerFailure:
+		return api.FailureDNSServfail
+	case dns.RcodeNameError:
+		return api.FailureDNSNXDomain
+	}
+	return api.FailureDNSRcode
+}
+
+// rcode names a response code, including extended ones miekg/dns has no
+// mnemonic for.
+func rcode(rc int) string {
+	if s, ok := dns.RcodeToString[rc]; ok {
+		return s
+	}
+	return fmt.Sprintf("RCODE%d", rc)
+}
+
+// nsid turns miekg/dns's hex representation of an NSID payload into the
+// canonical lower-case hex of at most api.MaxNSIDBytes bytes, and the payload
+// as text when every byte is printable ASCII.
+func nsid(h string) (hexs, text string) {
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return "", ""
+	}
+	if len(b) > api.MaxNSIDBytes {
+		b = b[:api.MaxNSIDBytes]
+	}
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return hex.EncodeToString(b), ""
+		}
+	}
+	return hex.EncodeToString(b), string(b)
+}
+
+// clean escapes every byte outside printable ASCII as \DDD (the presentation
+// format miekg/dns already uses for TXT) and truncates to max bytes.
+func clean(s string, max int) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c <= 0x7e {
+			if b.Len()+1 > max {
+				break
+			}
+			b.WriteByte(c)
+			continue
+		}
+		if b.Len()+4 > max {
+			break
+		}
+		fmt.Fprintf(&b, "\\%03d", c)
+	}
+	return b.String()
+}

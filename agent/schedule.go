@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"context"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/anyscope/anyscope/agent/probe"
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// Bounds on what the collector can ask for.
+const (
+	minInterval = time.Second
+	maxInterval = 24 * time.Hour
+	maxJobs     = 10000
+)
+
+// job is one (target, address) pair measured at a mean interval. Jobs are
+// compared as values: a changed interval or NSID name is a new job.
+type job struct {
+	name  string
+	qname string
+	addr  netip.Addr
+	mean  time.Duration
+}
+
+func (j job) target() api.ScheduleTarget {
+	return api.ScheduleTarget{Name: j.name, NSIDQName: j.qname}
+}
+
+// plan turns a schedule into jobs: targets with the dns probe, valid names,
+// intervals and addresses, and only addresses on the local allow-list. The
+// others are refused: logged once per address and counted, never probed.
+func (a *Agent) plan(s *api.Schedule) []job {
+	var jobs []job
+	seen := map[job]bool{}
+	refused, skipped, overflow := 0, 0, 0
+	for _, t := range s.Targets {
+		if !slices.Contains(t.Probes, api.KindDNS) {
+			continue
+		}
+		log := a.log.With("target", t.Name)
+		if !api.ValidName(t.Name) {
+			log.Warn("agent: schedule target has an invalid name; skipped")
+			skipped++
+			continue
+		}
+		mean, ok := interval(t.IntervalSeconds)
+		if !ok {
+			log.Warn("agent: schedule target has an invalid interval; skipped", "interval_s", t.IntervalSeconds)
+			skipped++
+			continue
+		}
+		qname, err := probe.NSIDQName(t)
+		if err != nil {
+			log.Warn("agent: schedule target skipped", "err", err)
+			skipped++
+			continue
+		}
+		for _, s := range t.Addresses {
+			addr, err := netip.ParseAddr(s)
+			if err != nil || addr.Zone() != "" {
+				log.Warn("agent: schedule target has an invalid address; skipped", "address", s)
+				skipped++
+				continue
+			}
+			addr = addr.Unmap()
+			if !a.cfg.Allowed(addr) {
+				refused++
+				a.refuse(addr, t.Name)
+				continue
+			}
+			j := job{name: t.Name, qname: qname, addr: addr, mean: mean}
+			switch {
+			case seen[j]:
+			case len(jobs) == maxJobs:
+				overflow++
+			default:
+				seen[j] = true
+				jobs = append(jobs, j)
+			}
+		}
+	}
+	if overflow > 0 {
+		a.log.Error("agent: schedule has more (target, address) pairs than the agent measures; ignoring the rest",
+			"limit", maxJobs, "ignored", overflow)
+	}
+	a.m.refused.Set(float64(refused))
+	a.m.skipped.Set(float64(skipped + overflow))
+	return jobs
+}
+
+// interval converts a schedule's interval, clamped to sane bounds.
+func interval(seconds float64) (time.Duration, bool) {
+	if math.IsNaN(seconds) || math.IsInf(seconds, 0) || seconds <= 0 {
+		return 0, false
+	}
+	return min(max(time.Duration(seconds*float64(time.Second)), minInterval), maxInterval), true
+}
+
+// refuse logs, once per address, that the schedule asks for an address the
+// allow-list does not cover.
+func (a *Agent) refuse(addr netip.Addr, target string) {
+	a.mu.Lock()
+	logged := a.refused[addr]
+	a.refused[addr] = true
+	a.mu.Unlock()
+	if !logged {
+		a.log.Warn("agent: REFUSING to probe an address outside the allow-list", "target", target, "address", addr)
+	}
+}
+
+// scheduler runs one goroutine per job and follows schedule changes.
+type scheduler struct {
+	ctx     context.Context
+	a       *Agent
+	running map[job]context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func newScheduler(ctx context.Context, a *Agent) *scheduler {
+	return &scheduler{ctx: ctx, a: a, running: map[job]context.CancelFunc{}}
+}
+
+// apply starts and stops jobs to match s, and reports whether s differs from
+// the schedule applied last.
+func (s *scheduler) apply(sched *api.Schedule) bool {
+	a := s.a
+	if a.applied != nil && reflect.DeepEqual(a.applied, sched.Targets) {
+		return false
+	}
+	a.applied = slices.Clone(sched.Targets)
+	if a.applied == nil {
+		a.applied = []api.ScheduleTarget{}
+	}
+	want := map[job]bool{}
+	for _, j := range a.plan(sched) {
+		want[j] = true
+	}
+	for j, stop := range s.running {
+		if !want[j] {
+			stop()
+			delete(s.running, j)
+		}
+	}
+	for j := range want {
+		if _, ok := s.running[j]; ok {
+			continue
+		}
+		ctx, stop := context.WithCancel(s.ctx)
+		s.running[j] = stop
+		s.wg.Go(func() { a.loop(ctx, j) })
+	}
+	a.m.jobs.Set(float64(len(s.running)))
+	a.log.Info("agent: schedule applied", "targets", len(sched.Targets), "jobs", len(s.running), "generated_at", sched.GeneratedAt)
+	return true
+}
+
+// stop ends every job and waits for them.
+func (s *scheduler) stop() {
+	for _, stop := range s.running {
+		stop()
+	}
+	s.wg.Wait()
+}
+
+// loop runs j's rounds: the first after a start offset derived from the
+// agent, target and address (so agents and jobs never fire in lock-step),
+// then at memoryless intervals measured from the start of each round.
+func (a *Agent) loop(ctx context.Context, j job) {
+	next := time.Now().Add(a.offset(a.cfg.Name+"\x00"+j.name+"\x00"+j.addr.String(), j.mean))
+	for {
+		sleep(ctx, time.Until(next))
+		if ctx.Err() != nil {
+			return
+		}
+		start := time.Now()
+		a.round(ctx, j)
+		next = start.Add(a.interval(j.mean))
+	}
+}
+
+// startOffset spreads first rounds deterministically over [0, mean).
+func startOffset(key string, mean time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return time.Duration(float64(h.Sum64()) / math.Exp2(64) * float64(mean))
+}
+
+// poissonInterval draws the gap to the next round from an exponential
+// distribution with the given mean (rounds form a Poisson process, so samples
+// are unbiased and agents drift apart), truncated to [mean/10, 4·mean] so no
+// gap is absurdly short or long.
+func poissonInterval(mean time.Duration) time.Duration {
+	d := time.Duration(rand.ExpFloat64() * float64(mean))
+	return min(max(d, mean/10), 4*mean)
+}
+
+// jitter spreads d uniformly by ±frac.
+func jitter(d time.Duration, frac float64) time.Duration {
+	return time.Duration(float64(d) * (1 + frac*(2*rand.Float64()-1)))
+}
+
+// pacer spaces probe transactions evenly so that the agent never sends more
+// than its configured rate, however many jobs are due at once.
+type pacer struct {
+	mu   sync.Mutex
+	gap  time.Duration
+	next time.Time
+}
+
+func newPacer(perSecond float64) *pacer {
+	return &pacer{gap: time.Duration(float64(time.Second) / perSecond)}
+}
+
+// Wait blocks until the caller's slot.
+func (p *pacer) Wait(ctx context.Context) error {
+	p.mu.Lock()
+	now := time.Now()
+	slot := p.next
+	if slot.Before(now) {
+		slot = now
+	}
+	p.next = slot.Add(p.gap)
+	p.mu.Unlock()
+	if d := slot.Sub(now); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}

@@ -1,0 +1,729 @@
+// Package spool is the agent's crash-safe on-disk queue of results: every
+// result gets the agent's next sequence number and is fsynced before anyone
+// sees it, and stays on disk until the collector has acknowledged it, across
+// crashes, kill -9 and restarts.
+//
+// The spool directory holds append-only segment files named after the
+// sequence number of their first record (00000000000000000001.seg), and the
+// acknowledged watermark in the file "acked". A record is framed as
+//
+//	[u32 length][u32 CRC-32C of the payload][payload: JSON of api.Result]
+//
+// with both integers little-endian. Other files in the directory (the agent
+// caches its schedule there) are left alone. On Open, a torn or corrupt tail is cut
+// off at the last good record, and numbering continues after the highest
+// sequence number that was ever durable, so numbers are neither reused nor
+// skipped.
+package spool
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// DefaultSegmentBytes is the size at which a segment is closed and a new one
+// started.
+const DefaultSegmentBytes = 4 << 20
+
+const (
+	headerBytes    = 8
+	maxRecordBytes = 1 << 20 // far above any valid result; guards against garbage lengths
+	ackName        = "acked"
+	lockName       = "lock"
+	segSuffix      = ".seg"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors callers branch on.
+var (
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("spool: closed")
+	// ErrLocked means another process has the spool directory open.
+	ErrLocked = errors.New("spool: directory is in use by another process")
+	// ErrBroken means a failed fsync left the spool's on-disk state unknown.
+	// The spool refuses further appends; reopening it (after a restart)
+	// recovers everything that is durable.
+	ErrBroken = errors.New("spool: unusable after a failed write")
+)
+
+// Options tune a spool. Zero values take the defaults.
+type Options struct {
+	// SegmentBytes is the size at which segments are rotated.
+	SegmentBytes int64
+	// Logger receives recovery reports; nil discards them.
+	Logger *slog.Logger
+}
+
+// segment is the in-memory index of one segment file.
+type segment struct {
+	first uint64  // seq of record 0
+	path  string  // file
+	offs  []int64 // offset of each record
+	at    []int64 // MeasuredAt of each record, Unix nanoseconds
+	end   int64   // offset after the last record
+}
+
+// last is the seq of the last record; first-1 for an empty segment.
+func (g *segment) last() uint64 { return g.first + uint64(len(g.offs)) - 1 }
+
+// size returns the framed size of record i.
+func (g *segment) size(i int) int64 {
+	if i+1 < len(g.offs) {
+		return g.offs[i+1] - g.offs[i]
+	}
+	return g.end - g.offs[i]
+}
+
+// Spool is an on-disk queue of results. It is safe for one goroutine calling
+// Append concurrently with one calling Pending and Ack (and any number
+// calling Stats and NextSeq).
+type Spool struct {
+	dir      string
+	segBytes int64
+	log      *slog.Logger
+	lock     *os.File
+
+	wmu sync.Mutex // serialises Append; guards w
+	w   *os.File   // the last segment, open for appending; nil until needed
+
+	rmu sync.Mutex // serialises Pending and Ack
+
+	mu     sync.Mutex // guards the fields below
+	segs   []*segment
+	next   uint64 // the seq the next appended result gets
+	acked  uint64
+	closed bool
+	broken error
+}
+
+// Open opens the spool in dir, creating it if needed, and recovers from
+// whatever a crash left behind. Only one process may have a spool open.
+func Open(dir string, opts Options) (*Spool, error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{dir: dir, segBytes: opts.SegmentBytes, log: opts.Logger.With("spool", dir)}
+	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("spool: locking %s: %w", dir, err)
+	}
+	s.lock = lock
+	if err := s.recover(); err != nil {
+		s.unlock()
+		return nil, err
+	}
+	return s, nil
+}
+
+// recover rebuilds the index from the directory.
+func (s *Spool) recover() error {
+	acked, haveAck, err := s.readAck()
+	if err != nil {
+		return err
+	}
+	names, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	var segs []*segment
+	for _, e := range names {
+		name := e.Name()
+		if name == ackName+".tmp" {
+			_ = os.Remove(filepath.Join(s.dir, name))
+			continue
+		}
+		if !strings.HasSuffix(name, segSuffix) || !e.Type().IsRegular() {
+			continue
+		}
+		first, err := strconv.ParseUint(strings.TrimSuffix(name, segSuffix), 10, 64)
+		if err != nil || first == 0 {
+			s.log.Warn("spool: ignoring a file that is not a segment", "file", name)
+			continue
+		}
+		segs = append(segs, &segment{first: first, path: filepath.Join(s.dir, name)})
+	}
+	slices.SortFunc(segs, func(a, b *segment) int { return cmpSeq(a.first, b.first) })
+
+	changed := false
+	var prev *segment
+	for _, g := range segs {
+		if prev != nil && g.first <= prev.last() {
+			s.log.Error("spool: segment overlaps the previous one; moving it aside",
+				"segment", g.path, "first", g.first, "previous_last", prev.last())
+			s.moveAside(g.path)
+			changed = true
+			continue
+		}
+		kept, err := s.scan(g)
+		if err != nil {
+			return err
+		}
+		if !kept {
+			changed = true
+			continue
+		}
+		if prev != nil && g.first > prev.last()+1 {
+			s.log.Error("spool: results lost between segments",
+				"from_seq", prev.last()+1, "to_seq", g.first-1)
+		}
+		s.segs = append(s.segs, g)
+		prev = g
+	}
+	switch {
+	case !haveAck && len(s.segs) > 0 && s.segs[0].first > 1:
+		// Segments are deleted only after their results were acknowledged.
+		acked = s.segs[0].first - 1
+		s.log.Warn("spool: acknowledged watermark missing; assuming everything before the first segment was acknowledged",
+			"acked", acked)
+	case len(s.segs) > 0 && s.segs[0].first > acked+1:
+		s.log.Error("spool: results lost before the first segment",
+			"from_seq", acked+1, "to_seq", s.segs[0].first-1)
+	}
+	s.acked = acked
+	s.next = acked + 1
+	if len(s.segs) > 0 {
+		s.next = max(s.next, s.segs[len(s.segs)-1].last()+1)
+	}
+	// Segments that were acknowledged but not yet deleted when the agent
+	// stopped.
+	for len(s.segs) > 0 && s.segs[0].last() <= acked {
+		if err := os.Remove(s.segs[0].path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("spool: %w", err)
+		}
+		s.segs = s.segs[1:]
+		changed = true
+	}
+	if changed {
+		if err := syncDir(s.dir); err != nil {
+			return err
+		}
+	}
+	if n := len(s.segs); n > 0 && s.segs[n-1].end < s.segBytes {
+		f, err := os.OpenFile(s.segs[n-1].path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		s.w = f
+	}
+	s.log.Debug("spool: opened", "next_seq", s.next, "acked", s.acked, "segments", len(s.segs))
+	return nil
+}
+
+// readAck reads the acknowledged watermark and reports whether there was
+// one. A missing or unreadable file is not fatal: recover infers the
+// watermark from the segments.
+func (s *Spool) readAck() (uint64, bool, error) {
+	path := filepath.Join(s.dir, ackName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("spool: %w", err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		s.log.Error("spool: acknowledged watermark is unreadable; ignoring it", "file", path, "err", err)
+		s.moveAside(path)
+		return 0, false, nil
+	}
+	return v, true, nil
+}
+
+// scan indexes g's records, truncating the file at the first bad one. It
+// reports whether the segment is kept: a segment without a single good record
+// is removed when empty and moved aside otherwise.
+func (s *Spool) scan(g *segment) (bool, error) {
+	b, err := os.ReadFile(g.path)
+	if err != nil {
+		return false, fmt.Errorf("spool: %w", err)
+	}
+	var bad string
+	off := int64(0)
+	for off < int64(len(b)) {
+		r, n, why := parse(b[off:])
+		if why != "" {
+			bad = why
+			break
+		}
+		if want := g.first + uint64(len(g.offs)); r.Seq != want {
+			bad = fmt.Sprintf("record has seq %d, want %d", r.Seq, want)
+			break
+		}
+		g.offs = append(g.offs, off)
+		g.at = append(g.at, r.MeasuredAt.UnixNano())
+		off += n
+	}
+	g.end = off
+	switch {
+	case len(g.offs) == 0 && len(b) == 0:
+		return false, removeFile(g.path)
+	case len(g.offs) == 0:
+		s.log.Error("spool: segment holds no readable record; moving it aside",
+			"segment", g.path, "bytes", len(b), "reason", bad)
+		s.moveAside(g.path)
+		return false, nil
+	case bad != "":
+		s.log.Warn("spool: cutting a torn or corrupt tail",
+			"segment", g.path, "last_good_seq", g.last(), "kept_bytes", off, "dropped_bytes", int64(len(b))-off, "reason", bad)
+		if err := truncate(g.path, off); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// parse decodes the record at the start of b and returns its framed size, or
+// why it cannot.
+func parse(b []byte) (api.Result, int64, string) {
+	var r api.Result
+	if len(b) < headerBytes {
+		return r, 0, "short record header"
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n == 0 || n > maxRecordBytes {
+		return r, 0, fmt.Sprintf("bad record length %d", n)
+	}
+	if int64(len(b)) < headerBytes+int64(n) {
+		return r, 0, "short record"
+	}
+	payload := b[headerBytes : headerBytes+n]
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
+		return r, 0, "bad checksum"
+	}
+	if err := json.Unmarshal(payload, &r); err != nil {
+		return r, 0, "bad JSON: " + err.Error()
+	}
+	return r, headerBytes + int64(n), ""
+}
+
+// Append numbers results with the next sequence numbers, writes them and
+// fsyncs once for the whole call, and returns the numbered copies. Only
+// then are they visible to Pending. Results appended together were measured
+// together: those without a Round get the Seq of the call's first result. Every result must pass
+// api.Result.Validate once numbered; otherwise nothing is written.
+func (s *Spool) Append(results []api.Result) ([]api.Result, error) {
+	if len(results) == 0 {
+		return nil, nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	next, closed, broken := s.next, s.closed, s.broken
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return nil, ErrClosed
+	case broken != nil:
+		return nil, broken
+	}
+
+	out := make([]api.Result, len(results))
+	var buf []byte
+	offs := make([]int64, len(results))
+	at := make([]int64, len(results))
+	for i, r := range results {
+		r.Seq = next + uint64(i)
+		if r.Round == 0 {
+			r.Round = next
+		}
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("spool: result %d: %w", i, err)
+		}
+		payload, err := json.Marshal(r)
+		if err != nil {
+			return nil, fmt.Errorf("spool: result %d: %w", i, err)
+		}
+		if len(payload) > maxRecordBytes {
+			return nil, fmt.Errorf("spool: result %d: %d bytes of JSON", i, len(payload))
+		}
+		offs[i] = int64(len(buf))
+		at[i] = r.MeasuredAt.UnixNano()
+		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(payload)))
+		buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(payload, castagnoli))
+		buf = append(buf, payload...)
+		out[i] = r
+	}
+
+	g, err := s.writable()
+	if err != nil {
+		return nil, err
+	}
+	base := g.end
+	if _, err := s.w.Write(buf); err != nil {
+		// Nothing was fsynced: cut the partial write off and carry on.
+		if terr := s.w.Truncate(base); terr != nil {
+			return nil, s.breakDown(fmt.Errorf("writing %s: %w; truncating it: %w", g.path, err, terr))
+		}
+		return nil, fmt.Errorf("spool: writing %s: %w", g.path, err)
+	}
+	if err := s.w.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the dirty pages:
+		// what is on disk is unknown until the file is read again.
+		_ = s.w.Truncate(base)
+		return nil, s.breakDown(fmt.Errorf("fsync %s: %w", g.path, err))
+	}
+
+	s.mu.Lock()
+	for i := range offs {
+		g.offs = append(g.offs, base+offs[i])
+		g.at = append(g.at, at[i])
+	}
+	g.end = base + int64(len(buf))
+	s.next = next + uint64(len(results))
+	s.mu.Unlock()
+	return out, nil
+}
+
+// breakDown marks the spool unusable.
+func (s *Spool) breakDown(err error) error {
+	err = fmt.Errorf("%w: %w", ErrBroken, err)
+	s.log.Error("spool: write failed; appends refused until the agent restarts", "err", err)
+	s.mu.Lock()
+	s.broken = err
+	s.mu.Unlock()
+	return err
+}
+
+// writable returns the segment to append to, rotating when the current one
+// is full. The caller holds wmu.
+func (s *Spool) writable() (*segment, error) {
+	s.mu.Lock()
+	var g *segment
+	if n := len(s.segs); n > 0 {
+		g = s.segs[n-1]
+	}
+	next := s.next
+	s.mu.Unlock()
+	if s.w != nil && g != nil && g.end < s.segBytes {
+		return g, nil
+	}
+	if s.w != nil {
+		if err := s.w.Close(); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
+		}
+		s.w = nil
+	}
+	path := filepath.Join(s.dir, fmt.Sprintf("%020d%s", next, segSuffix))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	// The new name must be durable before anything in it is reported so.
+	if err := syncDir(s.dir); err != nil {
+		f.Close()
+		_ = os.Remove(path)
+		return nil, err
+	}
+	s.w = f
+	g = &segment{first: next, path: path}
+	s.mu.Lock()
+	s.segs = append(s.segs, g)
+	victims := s.collectLocked()
+	s.mu.Unlock()
+	s.remove(victims)
+	return g, nil
+}
+
+// Pending returns the oldest unacknowledged results in seq order: at most
+// maxResults, and at most maxBytes of spooled JSON (but always at least one
+// result when any is pending). A record that no longer reads back correctly
+// is logged and skipped: it is lost.
+func (s *Spool) Pending(maxResults, maxBytes int) ([]api.Result, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+
+	type span struct {
+		path       string
+		start, end int64
+	}
+	var plan []span
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	count, bytes := 0, int64(0)
+	for _, g := range s.segs {
+		if count >= maxResults {
+			break
+		}
+		i := 0
+		if g.first <= s.acked {
+			i = int(s.acked - g.first + 1)
+		}
+		if i >= len(g.offs) {
+			continue
+		}
+		sp := span{path: g.path, start: g.offs[i], end: g.offs[i]}
+		for ; i < len(g.offs) && count < maxResults; i++ {
+			n := g.size(i)
+			if count > 0 && bytes+n > int64(maxBytes) {
+				maxResults = count // stop here
+				break
+			}
+			sp.end += n
+			bytes += n
+			count++
+		}
+		if sp.end > sp.start {
+			plan = append(plan, sp)
+		}
+	}
+	s.mu.Unlock()
+
+	results := make([]api.Result, 0, count)
+	for _, sp := range plan {
+		b, err := readRange(sp.path, sp.start, sp.end)
+		if err != nil {
+			return nil, err
+		}
+		for off := int64(0); off < int64(len(b)); {
+			r, n, why := parse(b[off:])
+			if why != "" {
+				s.log.Error("spool: record unreadable; it is lost", "segment", sp.path, "offset", sp.start+off, "reason", why)
+				break
+			}
+			results = append(results, r)
+			off += n
+		}
+	}
+	return results, nil
+}
+
+func readRange(path string, start, end int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	b := make([]byte, end-start)
+	if n, err := f.ReadAt(b, start); n < len(b) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("spool: reading %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// Ack records that every result up to and including seq upTo has been
+// acknowledged by the collector: the watermark is persisted atomically, then
+// segments holding only acknowledged results are deleted.
+func (s *Spool) Ack(upTo uint64) error {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.mu.Lock()
+	acked, next, closed := s.acked, s.next, s.closed
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case upTo <= acked:
+		return nil
+	case upTo >= next:
+		return fmt.Errorf("spool: ack of seq %d, but the last appended is %d", upTo, next-1)
+	}
+	if err := writeFileAtomic(filepath.Join(s.dir, ackName), []byte(strconv.FormatUint(upTo, 10)+"\n")); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.acked = upTo
+	victims := s.collectLocked()
+	s.mu.Unlock()
+	s.remove(victims)
+	return nil
+}
+
+// collectLocked unlinks from the index the segments holding only
+// acknowledged results, except the last one (the writer's), and returns
+// them. The caller holds mu.
+func (s *Spool) collectLocked() []*segment {
+	var victims []*segment
+	for len(s.segs) > 1 && s.segs[0].last() <= s.acked {
+		victims = append(victims, s.segs[0])
+		s.segs = s.segs[1:]
+	}
+	return victims
+}
+
+// remove deletes acknowledged segment files. A failure is harmless: Open
+// deletes acknowledged segments it finds.
+func (s *Spool) remove(victims []*segment) {
+	for _, g := range victims {
+		if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("spool: cannot delete acknowledged segment", "segment", g.path, "err", err)
+		}
+	}
+}
+
+// Stats reports the number and framed size of unacknowledged results, and
+// when the oldest of them was measured (zero when none is pending).
+func (s *Spool) Stats() (pendingResults int, pendingBytes int64, oldest time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.segs {
+		i := 0
+		if g.first <= s.acked {
+			i = int(s.acked - g.first + 1)
+		}
+		if i >= len(g.offs) {
+			continue
+		}
+		if pendingResults == 0 {
+			oldest = time.Unix(0, g.at[i]).UTC()
+		}
+		pendingResults += len(g.offs) - i
+		pendingBytes += g.end - g.offs[i]
+	}
+	return pendingResults, pendingBytes, oldest
+}
+
+// NextSeq is the sequence number the next appended result will get.
+func (s *Spool) NextSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
+}
+
+// Close releases the spool; everything appended is already durable.
+func (s *Spool) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.w != nil {
+		err = s.w.Close()
+		s.w = nil
+	}
+	s.unlock()
+	return err
+}
+
+func (s *Spool) unlock() {
+	if s.w != nil {
+		s.w.Close()
+		s.w = nil
+	}
+	_ = syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	s.lock.Close()
+}
+
+// moveAside renames a corrupt file so that it is kept for inspection but no
+// longer read.
+func (s *Spool) moveAside(path string) {
+	to := fmt.Sprintf("%s.%d.corrupt", path, time.Now().UnixNano())
+	if err := os.Rename(path, to); err != nil {
+		s.log.Error("spool: cannot move corrupt file aside", "file", path, "err", err)
+		return
+	}
+	s.log.Error("spool: moved corrupt file aside", "file", to)
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func truncate(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
+// syncDir makes the directory's entries (creations, renames, removals)
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("spool: fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data so that a crash leaves either the
+// old or the new content: write a temporary file, fsync it, rename it over
+// path, fsync the directory.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}

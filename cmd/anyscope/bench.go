@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/anyscope/anyscope/collector"
+	api "github.com/anyscope/anyscope/collector/api/v1"
+	"github.com/anyscope/anyscope/collector/pgcluster"
+	"github.com/anyscope/anyscope/collector/store"
+)
+
+// BenchCmd groups benchmarks whose last line is machine-readable.
+type BenchCmd struct {
+	Ingest BenchIngestCmd `cmd:"" help:"Collector ingest rate (HTTP → committed rows) against raw COPY into the same table."`
+}
+
+// BenchIngestCmd measures ingest.
+type BenchIngestCmd struct {
+	DB          string `name:"db" help:"PostgreSQL to use (default: a throwaway private cluster)." placeholder:"DSN"`
+	Results     int    `help:"Results per measured path." default:"200000"`
+	Batch       int    `help:"Results per batch (HTTP batch and COPY alike)." default:"1000"`
+	Concurrency int    `help:"Concurrent uploaders (and concurrent COPY streams)." default:"2"`
+}
+
+// Run measures both paths in one run and prints the BENCH line last.
+func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
+	if c.Batch < 1 || c.Batch > api.MaxBatchResults || c.Results < c.Batch || c.Concurrency < 1 {
+		return fmt.Errorf("need 1 <= --batch <= %d <= --results and --concurrency >= 1", api.MaxBatchResults)
+	}
+	dsn := c.DB
+	if dsn == "" {
+		dir, err := os.MkdirTemp("", "anyscope-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		cl, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Fsync: true, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer cl.Stop(context.Background())
+		dsn = cl.ConnString("anyscope")
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	run := time.Now().UnixNano()
+	httpAgent, token, err := st.AddAgent(ctx, store.AgentSpec{Name: fmt.Sprintf("bench-http-%d", run)})
+	if err != nil {
+		return err
+	}
+	copyAgent, _, err := st.AddAgent(ctx, store.AgentSpec{Name: fmt.Sprintf("bench-copy-%d", run)})
+	if err != nil {
+		return err
+	}
+	_ = httpAgent
+	if _, err := st.ApplyTargets(ctx, []store.Target{{
+		Name: "bench-dns", Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.53")},
+		Probes: []string{"dns"}, Interval: 30 * time.Second, NSIDQName: ".",
+	}}); err != nil {
+		return err
+	}
+	srv, err := collector.New(st, collector.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	defer hs.Close()
+	url := "http://" + ln.Addr().String() + api.PathResults
+
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	nb := c.Results / c.Batch
+	mkBatch := func(agent string, i int) api.Batch {
+		rs := make([]api.Result, c.Batch)
+		for j := range rs {
+			seq := uint64(i*c.Batch + j + 1)
+			rs[j] = api.Result{
+				Seq: seq, MeasuredAt: start.Add(time.Duration(seq) * time.Millisecond),
+				Target: "bench-dns", Address: "192.0.2.53", Kind: api.KindDNS,
+				Transport: api.TransportUDP, Query: api.QueryHostnameBind, RTTMicros: 12345,
+				DNS: &api.DNSValues{Rcode: "NOERROR", TXT: []string{"ns1.nl-ams.example.net"},
+					NSIDHex: "616d732d31", NSIDText: "ams-1", Identity: "ns1.nl-ams.example.net", Size: 96},
+			}
+		}
+		return api.Batch{Agent: agent, BatchSeq: uint64(i + 1), Results: rs}
+	}
+	// Request bodies are encoded (and gzipped, as agents send them) before
+	// the clock starts: the agent's cost is not the collector's.
+	bodies := make([][]byte, nb)
+	for i := range bodies {
+		b, err := json.Marshal(mkBatch(httpAgent.Name, i))
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(b)
+		zw.Close()
+		bodies[i] = buf.Bytes()
+	}
+	post := func(body []byte) error {
+		req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("collector answered %d: %s", resp.StatusCode, b)
+		}
+		return nil
+	}
+	parallel := func(n int, f func(i int) error) (time.Duration, error) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan error, c.Concurrency)
+		t0 := time.Now()
+		for w := 0; w < c.Concurrency; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					if err := f(i); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		return time.Since(t0), <-errs
+	}
+
+	// Warm up both paths (connections, partitions, caches) on other rows.
+	warm := mkBatch(copyAgent.Name, nb+1)
+	if _, err := st.CopyRaw(ctx, copyAgent.ID, warm.Results); err != nil {
+		return err
+	}
+
+	httpTook, err := parallel(nb, func(i int) error { return post(bodies[i]) })
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	dupTook, err := parallel(nb, func(i int) error { return post(bodies[i]) })
+	if err != nil {
+		return fmt.Errorf("re-delivery: %w", err)
+	}
+	copyBatches := make([][]api.Result, nb)
+	for i := range copyBatches {
+		copyBatches[i] = mkBatch(copyAgent.Name, i).Results
+	}
+	copyTook, err := parallel(nb, func(i int) error {
+		_, err := st.CopyRaw(ctx, copyAgent.ID, copyBatches[i])
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("copy: %w", err)
+	}
+	n, max, err := st.AgentSeqStats(ctx, httpAgent.Name)
+	if err != nil {
+		return err
+	}
+	total := nb * c.Batch
+	if n != int64(total) || max != int64(total) {
+		return fmt.Errorf("ingest stored %d results (max seq %d), want %d", n, max, total)
+	}
+	ingestRate := float64(total) / httpTook.Seconds()
+	dupRate := float64(total) / dupTook.Seconds()
+	copyRate := float64(total) / copyTook.Seconds()
+	fmt.Printf("ingest: %d results in %d batches of %d, %d concurrent: %.2fs\n", total, nb, c.Batch, c.Concurrency, httpTook.Seconds())
+	fmt.Printf("re-delivery of the same batches (all duplicates): %.0f results/s\n", dupRate)
+	fmt.Printf("raw COPY into results, same batches and concurrency: %.2fs\n", copyTook.Seconds())
+	fmt.Printf("BENCH ingest_results_per_s=%.0f copy_rows_per_s=%.0f ratio=%.2f\n", ingestRate, copyRate, ingestRate/copyRate)
+	return nil
+}

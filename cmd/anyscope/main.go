@@ -1,0 +1,81 @@
+// Command anyscope measures anycast services from the outside: agents probe
+// anycast addresses from vantage points, the collector stores what they saw in
+// PostgreSQL, and reports tell which site serves whom and who moved.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// Globals are flags every subcommand accepts.
+type Globals struct {
+	LogLevel  string `help:"Log level: debug, info, warn or error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json"`
+}
+
+// CLI is the command tree.
+type CLI struct {
+	Globals
+
+	Collector CollectorCmd `cmd:"" help:"Run the collector: agents upload results and fetch their schedule here."`
+	Agent     AgentCmd     `cmd:"" help:"Run an agent on a vantage point: probe the scheduled anycast targets and ship results."`
+	Agents    AgentsCmd    `cmd:"" help:"Register vantage points (agents) and manage their tokens."`
+	Targets   TargetsCmd   `cmd:"" help:"Declare the anycast targets to measure (YAML)."`
+	Report    ReportCmd    `cmd:"" help:"Report catchments (which site serves each vantage point) and PoP switches."`
+	Migrate   MigrateCmd   `cmd:"" help:"Create or upgrade the database schema."`
+	DB        DBCmd        `cmd:"" name:"db" help:"Manage the private PostgreSQL cluster used when no --db is given."`
+	Demo      DemoCmd      `cmd:"" help:"Run the end-to-end demo on loopback: database, collector, three DNS sites, one agent, a report."`
+	Bench     BenchCmd     `cmd:"" help:"Benchmarks (used by make bench); the last line is machine-readable."`
+}
+
+const description = `anyscope measures anycast services from the outside.
+
+Agents on vantage points ask anycast DNS servers who they are (CHAOS TXT
+hostname.bind and id.server, EDNS NSID, over UDP and TCP), spool the answers
+on disk and ship them to the collector, which stores them in PostgreSQL.
+Reports turn identities into sites and show each vantage point's catchment
+and every PoP switch.
+
+Every flag can also be set with an ANYSCOPE_* environment variable
+(--db is ANYSCOPE_DB, --listen is ANYSCOPE_LISTEN, and so on).`
+
+func main() {
+	var cli CLI
+	kctx := kong.Parse(&cli,
+		kong.Name("anyscope"),
+		kong.Description(description),
+		kong.DefaultEnvars("ANYSCOPE"),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	logger := newLogger(cli.Globals)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	kctx.Bind(&cli.Globals, logger)
+	err := kctx.Run()
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "anyscope: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(g Globals) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(strings.ToUpper(g.LogLevel))); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if g.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
