@@ -134,6 +134,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.stopRun = cancel
 	a.mu.Unlock()
 
+	if err := a.hello(ctx, 0); err != nil {
+		return err
+	}
 	var shipping sync.WaitGroup
 	shipCtx, stopShipping := context.WithCancel(context.WithoutCancel(ctx))
 	shipping.Go(func() { _ = a.shipper.Run(shipCtx, a.wake) })
@@ -183,6 +186,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // collector cannot be reached.
 func (a *Agent) RunOnce(ctx context.Context) error {
 	defer a.Close()
+	if err := a.hello(ctx, 3); err != nil {
+		return err
+	}
 	s, err := a.fetchSchedule(ctx, 3)
 	if err != nil {
 		cached, cerr := a.loadSchedule()
@@ -236,6 +242,60 @@ func (a *Agent) fetchSchedule(ctx context.Context, attempts int) (*api.Schedule,
 		}
 	}
 	return nil, err
+}
+
+// hello announces the agent and its configured location to the collector.
+// With a fresh spool (none of its results on disk, as after a lost spool
+// directory) it must succeed before anything is measured, because the
+// collector's highest stored sequence number reseeds the numbering; it is
+// retried until then (at most attempts times when attempts > 0). Otherwise
+// one failed attempt is only logged: measuring goes on while the collector
+// is down.
+func (a *Agent) hello(ctx context.Context, attempts int) error {
+	fresh := a.spool.Fresh()
+	var loc *api.Location
+	if l := a.cfg.Location; l != nil && l.Lat != nil && l.Lon != nil {
+		loc = &api.Location{Latitude: *l.Lat, Longitude: *l.Lon, Provider: l.Provider, Region: l.Region}
+	}
+	bo := a.backoff()
+	for attempt := 1; ; attempt++ {
+		w, err := a.client.Hello(ctx, version(), loc)
+		if err == nil {
+			if fresh && w.LastSeq > 0 {
+				if err := a.spool.Reseed(w.LastSeq); err != nil {
+					return fmt.Errorf("agent: %w", err)
+				}
+				a.log.Warn("agent: the spool is empty but the collector holds results of this agent (was the spool directory lost?): numbering continues after them",
+					"last_seq", w.LastSeq)
+			}
+			return nil
+		}
+		if !fresh {
+			a.log.Warn("agent: hello to the collector failed; measuring anyway", "err", err)
+			return nil
+		}
+		var se *shipper.StatusError
+		if errors.As(err, &se) && !se.Temporary() {
+			return fmt.Errorf("agent: the collector refused this agent: %w", err)
+		}
+		if attempts > 0 && attempt >= attempts {
+			return fmt.Errorf("agent: new spool and no answer from the collector (it tells where numbering continues): %w", err)
+		}
+		wait := bo.Next()
+		a.log.Warn("agent: new spool; waiting for the collector before measuring", "err", err, "retry_in", wait)
+		sleep(ctx, wait)
+		if ctx.Err() != nil {
+			return fmt.Errorf("agent: %w", ctx.Err())
+		}
+	}
+}
+
+// version is the agent's build version, sent in its hello.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
 }
 
 // round probes one address over UDP, then TCP, and spools the results.

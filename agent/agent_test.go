@@ -122,6 +122,10 @@ type collector struct {
 	scheduleDown bool
 	results      map[uint64]api.Result
 	batches      int
+	hellos       []api.Hello
+	// lastSeq is what the collector says it holds for the agent before any
+	// upload (as after the agent lost its spool).
+	lastSeq uint64
 }
 
 func newCollector(t *testing.T, s api.Schedule) (*collector, *httptest.Server) {
@@ -142,6 +146,19 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch r.URL.Path {
+	case api.PathHello:
+		var h api.Hello
+		if err := json.NewDecoder(r.Body).Decode(&h); err != nil || h.Validate() != nil {
+			c.t.Errorf("bad hello: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		c.hellos = append(c.hellos, h)
+		last := c.lastSeq
+		for s := range c.results {
+			last = max(last, s)
+		}
+		_ = json.NewEncoder(w).Encode(api.Welcome{Agent: h.Agent, LastSeq: last})
 	case api.PathSchedule:
 		if c.scheduleDown {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -625,5 +642,57 @@ func TestPacer(t *testing.T) {
 	_ = p2.Wait(ctx) // first slot is free
 	if err := p2.Wait(ctx); err == nil {
 		t.Error("Wait ignored a canceled context")
+	}
+}
+
+// TestLostSpoolContinuesNumbering: an agent whose spool directory was lost
+// learns from the collector's welcome where its numbering stopped and goes
+// on after it, so no sequence number names two measurements; its configured
+// location travels in the hello.
+func TestLostSpoolContinuesNumbering(t *testing.T) {
+	t.Parallel()
+	port, _ := startSites(t, inside...)
+	col, srv := newCollector(t, schedule())
+	col.lastSeq = 500
+	a, _, _ := newAgent(t, srv.URL, t.TempDir(), port, true)
+	lat, lon := 52.37, 4.9
+	a.cfg.Location = &Location{Lat: &lat, Lon: &lon, Region: "eu-west"}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got := col.snapshot()
+	if len(got) != 18 || got[0].Seq != 501 || got[17].Seq != 518 {
+		t.Fatalf("got %d results, seqs %d..%d; want 18 numbered 501..518", len(got), got[0].Seq, got[len(got)-1].Seq)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.hellos) != 1 || col.hellos[0].Location == nil || col.hellos[0].Location.Latitude != 52.37 || col.hellos[0].Location.Region != "eu-west" {
+		t.Errorf("hellos %+v, want one with the configured location", col.hellos)
+	}
+}
+
+// TestNewSpoolWaitsForCollector: with a new spool and no collector, a
+// one-shot agent measures nothing and says why, rather than numbering from
+// 1 what might follow earlier results.
+func TestNewSpoolWaitsForCollector(t *testing.T) {
+	t.Parallel()
+	port, sites := startSites(t, inside...)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	a, _, _ := newAgent(t, srv.URL, t.TempDir(), port, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := a.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "new spool and no answer from the collector") {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, h := range inside {
+		if n := sites[h].queries.Load(); n != 0 {
+			t.Errorf("%s got %d queries before the numbering was known", h, n)
+		}
 	}
 }

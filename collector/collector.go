@@ -29,6 +29,7 @@ import (
 // Store is what the collector needs from the database.
 type Store interface {
 	Authenticate(ctx context.Context, token string) (store.Agent, error)
+	Hello(ctx context.Context, agentID int64, loc *api.Location) (store.Agent, error)
 	Ingest(ctx context.Context, agent store.Agent, results []api.Result) (accepted, duplicates int, err error)
 	ActiveTargets(ctx context.Context) ([]store.Target, error)
 	Ping(ctx context.Context) error
@@ -109,6 +110,7 @@ func New(st Store, opts Options) (*Server, error) {
 // Handler returns the collector's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+api.PathHello, s.postHello)
 	mux.HandleFunc("POST "+api.PathResults, s.postResults)
 	mux.HandleFunc("GET "+api.PathSchedule, s.getSchedule)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -251,46 +253,49 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.Ack{BatchSeq: b.BatchSeq, Accepted: accepted, Duplicates: dups})
 }
 
+// maxHelloBytes caps a hello's body.
+const maxHelloBytes = 16 << 10
+
+// postHello records an agent's start (and location) and tells it the highest
+// sequence number stored for it.
+func (s *Server) postHello(w http.ResponseWriter, r *http.Request) {
+	agent, herr := s.authenticate(r)
+	if herr != nil {
+		s.writeError(w, herr)
+		return
+	}
+	var h api.Hello
+	if herr := s.decodeJSON(w, r, maxHelloBytes, &h); herr != nil {
+		s.writeError(w, herr)
+		return
+	}
+	if err := h.Validate(); err != nil {
+		s.writeError(w, fail(http.StatusUnprocessableEntity, "invalid", "%s", err.Error()))
+		return
+	}
+	if h.Agent != agent.Name {
+		s.writeError(w, fail(http.StatusForbidden, "wrong_agent", "hello names agent %q but the token belongs to %q", clip(h.Agent), agent.Name))
+		return
+	}
+	a, err := s.st.Hello(r.Context(), agent.ID, h.Location)
+	if err != nil {
+		if errors.Is(err, store.ErrInvalid) {
+			s.writeError(w, fail(http.StatusUnprocessableEntity, "invalid", "%s", err.Error()))
+			return
+		}
+		s.writeError(w, s.storeError(err))
+		return
+	}
+	s.log.Info("agent said hello", "agent", a.Name, "version", h.Version, "last_seq", a.LastSeq)
+	writeJSON(w, http.StatusOK, api.Welcome{Agent: a.Name, LastSeq: uint64(a.LastSeq)})
+}
+
 // decodeBatch reads, decompresses and validates a batch, with every size cap
 // applied before the bytes are used.
 func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (*api.Batch, *httpError) {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return nil, fail(http.StatusUnsupportedMediaType, "content_type", "Content-Type %q: want application/json", clip(ct))
-	}
-	if r.ContentLength > s.opts.MaxBodyBytes {
-		return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds %d", r.ContentLength, s.opts.MaxBodyBytes)
-	}
-	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
-	var in io.Reader = body
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return nil, s.readError(err, "gzip")
-		}
-		defer zr.Close()
-		in = zr
-	default:
-		return nil, fail(http.StatusUnsupportedMediaType, "content_encoding", "Content-Encoding %q: want gzip or none", clip(enc))
-	}
-	// One byte over the cap tells a body that is too large after
-	// decompression from one that is exactly at the cap.
-	lr := &io.LimitedReader{R: in, N: s.opts.MaxBodyBytes + 1}
-	dec := json.NewDecoder(lr)
-	dec.DisallowUnknownFields()
 	var b api.Batch
-	if err := dec.Decode(&b); err != nil {
-		if lr.N <= 0 {
-			return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "decompressed body exceeds %d bytes", s.opts.MaxBodyBytes)
-		}
-		return nil, s.readError(err, "json")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		if lr.N <= 0 {
-			return nil, fail(http.StatusRequestEntityTooLarge, "too_large", "decompressed body exceeds %d bytes", s.opts.MaxBodyBytes)
-		}
-		return nil, fail(http.StatusBadRequest, "json", "malformed JSON: unexpected data after the batch")
+	if herr := s.decodeJSON(w, r, s.opts.MaxBodyBytes, &b); herr != nil {
+		return nil, herr
 	}
 	if err := b.Validate(); err != nil {
 		reason := "invalid"
@@ -303,11 +308,56 @@ func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (*api.Batch
 	return &b, nil
 }
 
+// decodeJSON reads one JSON value into v, optionally gzip-compressed, with
+// the size cap applied to the body before and after decompression. Unknown
+// fields and trailing data are errors.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) *httpError {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return fail(http.StatusUnsupportedMediaType, "content_type", "Content-Type %q: want application/json", clip(ct))
+	}
+	if r.ContentLength > maxBytes {
+		return fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds %d", r.ContentLength, maxBytes)
+	}
+	body := http.MaxBytesReader(w, r.Body, maxBytes)
+	var in io.Reader = body
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return s.readError(err, "gzip", maxBytes)
+		}
+		defer zr.Close()
+		in = zr
+	default:
+		return fail(http.StatusUnsupportedMediaType, "content_encoding", "Content-Encoding %q: want gzip or none", clip(enc))
+	}
+	// One byte over the cap tells a body that is too large after
+	// decompression from one that is exactly at the cap.
+	lr := &io.LimitedReader{R: in, N: maxBytes + 1}
+	tooLarge := fail(http.StatusRequestEntityTooLarge, "too_large", "decompressed body exceeds %d bytes", maxBytes)
+	dec := json.NewDecoder(lr)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if lr.N <= 0 {
+			return tooLarge
+		}
+		return s.readError(err, "json", maxBytes)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		if lr.N <= 0 {
+			return tooLarge
+		}
+		return fail(http.StatusBadRequest, "json", "malformed JSON: unexpected data after the value")
+	}
+	return nil
+}
+
 // readError classifies a failure to read or decode a body.
-func (s *Server) readError(err error, what string) *httpError {
+func (s *Server) readError(err error, what string, maxBytes int64) *httpError {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return fail(http.StatusRequestEntityTooLarge, "too_large", "body exceeds %d bytes", s.opts.MaxBodyBytes)
+		return fail(http.StatusRequestEntityTooLarge, "too_large", "body exceeds %d bytes", maxBytes)
 	}
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError

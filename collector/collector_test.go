@@ -103,10 +103,22 @@ func gz(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
-// post sends body with the given token and headers and returns status and body.
+// postTo posts a JSON body to path with the given token.
+func (e *env) postTo(t *testing.T, path, token string, body []byte) (int, string) {
+	t.Helper()
+	return e.request(t, path, token, body, nil)
+}
+
+// post sends body to the results endpoint with the given token and headers
+// and returns status and body.
 func (e *env) post(t *testing.T, token string, body []byte, hdr map[string]string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("POST", e.srv.URL+api.PathResults, bytes.NewReader(body))
+	return e.request(t, api.PathResults, token, body, hdr)
+}
+
+func (e *env) request(t *testing.T, path, token string, body []byte, hdr map[string]string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("POST", e.srv.URL+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +206,7 @@ func TestHostileInput(t *testing.T) {
 		{"wrong type", tok, []byte(`{"agent": 5, "results": []}`), nil, 400, "wrong JSON type"},
 		{"wrong nested type", tok, []byte(`{"agent": "vp1", "results": [{"seq": "one"}]}`), nil, 400, "wrong JSON type"},
 		{"unknown field", tok, []byte(`{"agent": "vp1", "resultz": []}`), nil, 400, "unknown field"},
-		{"trailing data", tok, append(valid(func(*api.Result) {}), []byte(`{"agent":"vp1"}`)...), nil, 400, "after the batch"},
+		{"trailing data", tok, append(valid(func(*api.Result) {}), []byte(`{"agent":"vp1"}`)...), nil, 400, "after the value"},
 		{"empty body", tok, nil, nil, 400, "malformed JSON"},
 		{"huge body", tok, bytes.Repeat([]byte(" "), api.MaxBodyBytes+10), nil, 413, "exceeds"},
 		{"gzip bomb", tok, bomb.Bytes(), map[string]string{"Content-Encoding": "gzip"}, 413, "decompressed body exceeds"},
@@ -389,5 +401,50 @@ func TestDatabaseDown(t *testing.T) {
 			t.Fatalf("after restart: %d %s", code, body)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Hello records the agent's location and tells it the highest sequence
+// number stored for it, so an agent that lost its spool continues after it.
+func TestHello(t *testing.T) {
+	e := newEnv(t)
+	hello := func(token string, h api.Hello) (int, string) {
+		return e.postTo(t, api.PathHello, token, mustJSON(t, h))
+	}
+	code, body := hello(e.tokens["vp1"], api.Hello{Agent: "vp1"})
+	if code != 200 || !strings.Contains(body, `"last_seq":0`) {
+		t.Fatalf("first hello: %d %s", code, body)
+	}
+	if code, body := e.post(t, e.tokens["vp1"], mustJSON(t, api.Batch{Agent: "vp1", Results: results(7, 1, time.Now())}), nil); code != 200 {
+		t.Fatalf("post: %d %s", code, body)
+	}
+	loc := &api.Location{Latitude: 52.37, Longitude: 4.9, Provider: "example-hosting", Region: "eu-west"}
+	code, body = hello(e.tokens["vp1"], api.Hello{Agent: "vp1", Version: "test", Location: loc})
+	if code != 200 || !strings.Contains(body, `"last_seq":7`) {
+		t.Fatalf("second hello: %d %s", code, body)
+	}
+	a, err := e.st.AgentByName(context.Background(), "vp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Latitude == nil || *a.Latitude != 52.37 || a.Region != "eu-west" || a.Provider != "example-hosting" {
+		t.Errorf("location not recorded: %+v", a)
+	}
+	for name, c := range map[string]struct {
+		token string
+		h     api.Hello
+		code  int
+	}{
+		"another agent": {e.tokens["vp2"], api.Hello{Agent: "vp1"}, 403},
+		"bad latitude":  {e.tokens["vp1"], api.Hello{Agent: "vp1", Location: &api.Location{Latitude: 91}}, 422},
+		"control chars": {e.tokens["vp1"], api.Hello{Agent: "vp1", Location: &api.Location{Region: "a\x00b"}}, 422},
+		"no token":      {"", api.Hello{Agent: "vp1"}, 401},
+	} {
+		if code, body := hello(c.token, c.h); code != c.code {
+			t.Errorf("%s: %d %s, want %d", name, code, body, c.code)
+		}
+	}
+	if code, _ := e.postTo(t, api.PathHello, e.tokens["vp1"], bytes.Repeat([]byte(" "), 1<<20)); code != 413 {
+		t.Errorf("1 MiB hello: status %d, want 413", code)
 	}
 }

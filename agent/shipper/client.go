@@ -67,6 +67,7 @@ type ClientOptions struct {
 
 // Client speaks the collector API (api.PathResults and api.PathSchedule).
 type Client struct {
+	hello             string
 	results, schedule string
 	token, agent      string
 	timeout           time.Duration
@@ -96,6 +97,7 @@ func NewClient(o ClientOptions) (*Client, error) {
 		hc = &http.Client{Timeout: o.Timeout}
 	}
 	return &Client{
+		hello:    u.JoinPath(api.PathHello).String(),
 		results:  u.JoinPath(api.PathResults).String(),
 		schedule: u.JoinPath(api.PathSchedule).String(),
 		token:    o.Token,
@@ -137,6 +139,35 @@ func (c *Client) Upload(ctx context.Context, b *api.Batch) (*api.Ack, error) {
 		return nil, fmt.Errorf("%w: batch %d with %d results answered by %+v", ErrBadAnswer, b.BatchSeq, len(b.Results), ack)
 	}
 	return &ack, nil
+}
+
+// Hello announces the agent (and its location, when loc is not nil) and
+// returns the collector's welcome, which carries the highest sequence number
+// stored for the agent.
+func (c *Client) Hello(ctx context.Context, version string, loc *api.Location) (*api.Welcome, error) {
+	body, err := json.Marshal(api.Hello{Agent: c.agent, Version: version, Location: loc})
+	if err != nil {
+		return nil, fmt.Errorf("shipper: encoding hello: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.hello, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("shipper: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	b, err := c.do(req, maxAckBytes)
+	if err != nil {
+		return nil, err
+	}
+	var w api.Welcome
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("%w: decoding welcome: %w", ErrBadAnswer, err)
+	}
+	if w.Agent != c.agent || w.LastSeq >= 1<<62 {
+		return nil, fmt.Errorf("%w: welcome %+v for agent %q", ErrBadAnswer, w, c.agent)
+	}
+	return &w, nil
 }
 
 // Schedule fetches the agent's schedule.

@@ -608,6 +608,42 @@ func (s *Spool) Stats() (pendingResults int, pendingBytes int64, oldest time.Tim
 	return pendingResults, pendingBytes, oldest
 }
 
+// Fresh reports whether the spool has never held a result: no segment, no
+// acknowledgement, numbering at 1. A fresh spool of an agent that already
+// delivered results means its spool directory was lost.
+func (s *Spool) Fresh() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next == 1 && s.acked == 0 && len(s.segs) == 0
+}
+
+// Reseed continues the numbering of a fresh spool after lastSeq, the highest
+// sequence number the collector holds for this agent, so that an agent whose
+// spool directory was lost never numbers two measurements alike. It records
+// lastSeq as acknowledged (durably) and fails on a spool that is not fresh.
+func (s *Spool) Reseed(lastSeq uint64) error {
+	if lastSeq == 0 {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if !s.Fresh() {
+		return fmt.Errorf("spool: reseed after %d: the spool is not fresh (next seq %d)", lastSeq, s.NextSeq())
+	}
+	if lastSeq >= 1<<62 {
+		return fmt.Errorf("spool: reseed after %d: out of range", lastSeq)
+	}
+	if err := writeFileAtomic(filepath.Join(s.dir, ackName), []byte(strconv.FormatUint(lastSeq, 10)+"\n")); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.acked, s.next = lastSeq, lastSeq+1
+	s.mu.Unlock()
+	return nil
+}
+
 // NextSeq is the sequence number the next appended result will get.
 func (s *Spool) NextSeq() uint64 {
 	s.mu.Lock()

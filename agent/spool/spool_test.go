@@ -583,3 +583,37 @@ func TestConcurrentWriterAndReader(t *testing.T) {
 		t.Errorf("reader saw %d results, not 1..%d in order", len(seen), total)
 	}
 }
+
+// TestReseed: a spool that lost its directory continues after the highest
+// sequence number the collector holds, durably, and only when fresh.
+func TestReseed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, _ := open(t, dir, 0)
+	if !s.Fresh() {
+		t.Fatal("a new spool is not fresh")
+	}
+	if err := s.Reseed(41); err != nil {
+		t.Fatal(err)
+	}
+	if s.Fresh() || s.NextSeq() != 42 {
+		t.Fatalf("after Reseed(41): fresh %v, next %d", s.Fresh(), s.NextSeq())
+	}
+	out := mustAppend(t, s, results("a", 2))
+	if out[0].Seq != 42 || out[1].Seq != 43 {
+		t.Fatalf("seqs %d, %d; want 42, 43", out[0].Seq, out[1].Seq)
+	}
+	if err := s.Reseed(100); err == nil {
+		t.Error("Reseed of a spool that holds results succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, _ := open(t, dir, 0)
+	if got := s2.NextSeq(); got != 44 {
+		t.Errorf("after reopening, next seq %d, want 44", got)
+	}
+	if rs := pending(t, s2); !slices.Equal(seqs(rs), []uint64{42, 43}) {
+		t.Errorf("pending %v, want [42 43]", seqs(rs))
+	}
+}

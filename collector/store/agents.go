@@ -371,3 +371,28 @@ func clip(s string) string {
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
+
+// Hello records that an agent started: when loc is not nil, its location
+// (as its own configuration states it) replaces the registered one. It
+// returns the agent as stored, with its current LastSeq.
+func (s *Store) Hello(ctx context.Context, agentID int64, loc *api.Location) (Agent, error) {
+	const op = "store: hello"
+	var row pgx.Row
+	if loc != nil {
+		if err := checkText(loc.Provider); err != nil {
+			return Agent{}, fmt.Errorf("%w: provider %w", ErrInvalid, err)
+		}
+		if err := checkText(loc.Region); err != nil {
+			return Agent{}, fmt.Errorf("%w: region %w", ErrInvalid, err)
+		}
+		row = s.db.QueryRow(ctx, `UPDATE agents a SET latitude = $2, longitude = $3, provider = $4, region = $5
+			WHERE a.id = $1 RETURNING `+agentColumns, agentID, loc.Latitude, loc.Longitude, loc.Provider, loc.Region)
+	} else {
+		row = s.db.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents a WHERE a.id = $1`, agentID)
+	}
+	a, err := scanAgent(row)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Agent{}, fmt.Errorf("agent %d: %w", agentID, ErrNotFound)
+	}
+	return a, s.translate(op, err)
+}

@@ -6,6 +6,7 @@
 // number (1, 2, 3, … for its whole life, persisted across restarts) and
 // uploads them in batches:
 //
+//	POST /api/v1/hello     body: Hello                          → Welcome
 //	POST /api/v1/results   body: Batch (JSON, optionally gzip)  → Ack
 //	GET  /api/v1/schedule                                       → Schedule
 //
@@ -21,6 +22,7 @@ import (
 
 // Paths served by the collector.
 const (
+	PathHello    = "/api/v1/hello"
 	PathResults  = "/api/v1/results"
 	PathSchedule = "/api/v1/schedule"
 )
@@ -129,6 +131,30 @@ type Ack struct {
 	BatchSeq   uint64 `json:"batch_seq"`
 	Accepted   int    `json:"accepted"`
 	Duplicates int    `json:"duplicates"`
+}
+
+// Hello is what an agent says when it starts: who it is and, when its
+// configuration says so, where it stands (the collector records it).
+type Hello struct {
+	Agent    string    `json:"agent"`
+	Version  string    `json:"version,omitempty"`
+	Location *Location `json:"location,omitempty"`
+}
+
+// Location places a vantage point.
+type Location struct {
+	Latitude  float64 `json:"lat"`
+	Longitude float64 `json:"lon"`
+	Provider  string  `json:"provider,omitempty"`
+	Region    string  `json:"region,omitempty"`
+}
+
+// Welcome answers Hello. LastSeq is the highest sequence number the
+// collector holds for the agent: an agent whose spool was lost continues
+// after it instead of numbering two measurements alike.
+type Welcome struct {
+	Agent   string `json:"agent"`
+	LastSeq uint64 `json:"last_seq"`
 }
 
 // Error is the body of every non-2xx answer from the collector.

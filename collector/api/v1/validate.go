@@ -43,6 +43,28 @@ func (b *Batch) Validate() error {
 	return nil
 }
 
+// Validate checks a hello.
+func (h *Hello) Validate() error {
+	if !ValidName(h.Agent) {
+		return fmt.Errorf("%w: agent name %q", ErrInvalid, clip(h.Agent))
+	}
+	if err := text("version", h.Version, 64); err != nil {
+		return err
+	}
+	if l := h.Location; l != nil {
+		if l.Latitude < -90 || l.Latitude > 90 || l.Longitude < -180 || l.Longitude > 180 {
+			return fmt.Errorf("%w: location %g,%g out of range", ErrInvalid, l.Latitude, l.Longitude)
+		}
+		if err := text("location.provider", l.Provider, 64); err != nil {
+			return err
+		}
+		if err := text("location.region", l.Region, 64); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Validate checks one result's fields.
 func (r *Result) Validate() error {
 	if r.Seq == 0 || r.Seq > 1<<62 {
