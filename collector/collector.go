@@ -220,7 +220,7 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if b.Agent != agent.Name {
-		s.writeError(w, fail(http.StatusForbidden, "wrong_agent", "batch names agent %q but the token belongs to %q", clip(b.Agent), agent.Name))
+		s.writeError(w, fail(http.StatusForbidden, "wrong_agent", "batch names agent %q but the token belongs to %q", api.Clip(b.Agent), agent.Name))
 		return
 	}
 	now := s.opts.Now()
@@ -274,7 +274,7 @@ func (s *Server) postHello(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.Agent != agent.Name {
-		s.writeError(w, fail(http.StatusForbidden, "wrong_agent", "hello names agent %q but the token belongs to %q", clip(h.Agent), agent.Name))
+		s.writeError(w, fail(http.StatusForbidden, "wrong_agent", "hello names agent %q but the token belongs to %q", api.Clip(h.Agent), agent.Name))
 		return
 	}
 	a, err := s.st.Hello(r.Context(), agent.ID, h.Location)
@@ -313,7 +313,7 @@ func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (*api.Batch
 // fields and trailing data are errors.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) *httpError {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return fail(http.StatusUnsupportedMediaType, "content_type", "Content-Type %q: want application/json", clip(ct))
+		return fail(http.StatusUnsupportedMediaType, "content_type", "Content-Type %q: want application/json", api.Clip(ct))
 	}
 	if r.ContentLength > maxBytes {
 		return fail(http.StatusRequestEntityTooLarge, "too_large", "body of %d bytes exceeds %d", r.ContentLength, maxBytes)
@@ -330,7 +330,7 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, maxBytes int
 		defer zr.Close()
 		in = zr
 	default:
-		return fail(http.StatusUnsupportedMediaType, "content_encoding", "Content-Encoding %q: want gzip or none", clip(enc))
+		return fail(http.StatusUnsupportedMediaType, "content_encoding", "Content-Encoding %q: want gzip or none", api.Clip(enc))
 	}
 	// One byte over the cap tells a body that is too large after
 	// decompression from one that is exactly at the cap.
@@ -365,13 +365,13 @@ func (s *Server) readError(err error, what string, maxBytes int64) *httpError {
 	case errors.As(err, &se):
 		return fail(http.StatusBadRequest, "json", "malformed JSON at byte %d: %s", se.Offset, se.Error())
 	case errors.As(err, &te):
-		return fail(http.StatusBadRequest, "json", "wrong JSON type for field %q: got %s, want %s", clip(te.Field), te.Value, te.Type)
+		return fail(http.StatusBadRequest, "json", "wrong JSON type for field %q: got %s, want %s", api.Clip(te.Field), te.Value, te.Type)
 	case what == "gzip" || errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum):
-		return fail(http.StatusBadRequest, "gzip", "bad gzip body: %s", clip(err.Error()))
+		return fail(http.StatusBadRequest, "gzip", "bad gzip body: %s", api.Clip(err.Error()))
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return fail(http.StatusBadRequest, "json", "malformed JSON: body ended early")
 	}
-	return fail(http.StatusBadRequest, "json", "malformed JSON: %s", clip(err.Error()))
+	return fail(http.StatusBadRequest, "json", "malformed JSON: %s", api.Clip(err.Error()))
 }
 
 func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
@@ -423,12 +423,4 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	io.WriteString(w, "ready\n")
-}
-
-// clip shortens hostile input before it is echoed in an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }

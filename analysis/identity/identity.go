@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/anyscope/anyscope/analysis"
+	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
 // ErrInvalidRule is wrapped by every error about a target's identity rules.
@@ -106,21 +107,21 @@ func compileRule(i int, rule analysis.Rule) (targetRule, error) {
 	}
 	re, err := regexp.Compile(rule.Pattern)
 	if err != nil {
-		return targetRule{}, fmt.Errorf("%w: rule %d (pattern %q): %w", ErrInvalidRule, i, clip(rule.Pattern), err)
+		return targetRule{}, fmt.Errorf("%w: rule %d (pattern %q): %w", ErrInvalidRule, i, api.Clip(rule.Pattern), err)
 	}
 	refs, literal, err := parseTemplate(rule.Site)
 	if err != nil {
-		return targetRule{}, fmt.Errorf("%w: rule %d (pattern %q): site %q: %w", ErrInvalidRule, i, clip(rule.Pattern), clip(rule.Site), err)
+		return targetRule{}, fmt.Errorf("%w: rule %d (pattern %q): site %q: %w", ErrInvalidRule, i, api.Clip(rule.Pattern), api.Clip(rule.Site), err)
 	}
 	for _, ref := range refs {
 		if !hasGroup(re, ref) {
 			return targetRule{}, fmt.Errorf("%w: rule %d (pattern %q): site %q refers to group %q, which the pattern does not define",
-				ErrInvalidRule, i, clip(rule.Pattern), clip(rule.Site), ref)
+				ErrInvalidRule, i, api.Clip(rule.Pattern), api.Clip(rule.Site), ref)
 		}
 	}
 	if len(refs) == 0 && !siteCodeRE.MatchString(asciiUpper(literal)) {
 		return targetRule{}, fmt.Errorf("%w: rule %d (pattern %q): site %q is neither a site code (1-16 letters, digits or '-') nor a template such as ${site}",
-			ErrInvalidRule, i, clip(rule.Pattern), clip(rule.Site))
+			ErrInvalidRule, i, api.Clip(rule.Pattern), api.Clip(rule.Site))
 	}
 	return targetRule{name: fmt.Sprintf("target[%d]", i), re: re, template: rule.Site}, nil
 }
@@ -149,7 +150,7 @@ func parseTemplate(t string) (refs []string, literal string, err error) {
 			}
 			name := t[1:end]
 			if name == "" || !isName(name) {
-				return nil, "", fmt.Errorf("bad group reference ${%s}", clip(name))
+				return nil, "", fmt.Errorf("bad group reference ${%s}", api.Clip(name))
 			}
 			refs = append(refs, name)
 			t = t[end+1:]
@@ -296,12 +297,4 @@ func asciiUpper(s string) string {
 		}
 	}
 	return string(b)
-}
-
-// clip shortens operator or probe text before it is echoed in an error.
-func clip(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }

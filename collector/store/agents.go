@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -69,7 +68,7 @@ func scanAgent(row pgx.Row, extra ...any) (Agent, error) {
 
 func (spec AgentSpec) validate() error {
 	if !api.ValidName(spec.Name) {
-		return fmt.Errorf("%w: agent name %q: want 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit", ErrInvalid, clip(spec.Name))
+		return fmt.Errorf("%w: agent name %q: want 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit", ErrInvalid, api.Clip(spec.Name))
 	}
 	if (spec.Latitude == nil) != (spec.Longitude == nil) {
 		return fmt.Errorf("%w: agent %s: give both latitude and longitude, or neither", ErrInvalid, spec.Name)
@@ -83,8 +82,8 @@ func (spec AgentSpec) validate() error {
 		}
 	}
 	for field, v := range map[string]string{"provider": spec.Provider, "region": spec.Region} {
-		if err := checkText(v); err != nil {
-			return fmt.Errorf("%w: agent %s: %s %s", ErrInvalid, spec.Name, field, err)
+		if err := api.CheckText(field, v, api.MaxStringLen); err != nil {
+			return fmt.Errorf("agent %s: %w", spec.Name, err)
 		}
 	}
 	return nil
@@ -343,33 +342,9 @@ func (s *Store) Agents(ctx context.Context) ([]Agent, error) {
 func (s *Store) AgentByName(ctx context.Context, name string) (Agent, error) {
 	a, err := scanAgent(s.db.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents a WHERE a.name = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Agent{}, fmt.Errorf("agent %q: %w", clip(name), ErrNotFound)
+		return Agent{}, fmt.Errorf("agent %q: %w", api.Clip(name), ErrNotFound)
 	}
 	return a, s.translate("store: agent", err)
-}
-
-// checkText checks free text stored as is: bounded, valid UTF-8, printable.
-func checkText(s string) error {
-	if len(s) > api.MaxStringLen {
-		return fmt.Errorf("longer than %d bytes", api.MaxStringLen)
-	}
-	if !utf8.ValidString(s) {
-		return errors.New("is not valid UTF-8")
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("contains control characters")
-		}
-	}
-	return nil
-}
-
-// clip shortens hostile input before it is echoed in an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // Hello records that an agent started: when loc is not nil, its location
@@ -379,11 +354,10 @@ func (s *Store) Hello(ctx context.Context, agentID int64, loc *api.Location) (Ag
 	const op = "store: hello"
 	var row pgx.Row
 	if loc != nil {
-		if err := checkText(loc.Provider); err != nil {
-			return Agent{}, fmt.Errorf("%w: provider %w", ErrInvalid, err)
-		}
-		if err := checkText(loc.Region); err != nil {
-			return Agent{}, fmt.Errorf("%w: region %w", ErrInvalid, err)
+		for field, v := range map[string]string{"provider": loc.Provider, "region": loc.Region} {
+			if err := api.CheckText(field, v, api.MaxStringLen); err != nil {
+				return Agent{}, err
+			}
 		}
 		row = s.db.QueryRow(ctx, `UPDATE agents a SET latitude = $2, longitude = $3, provider = $4, region = $5
 			WHERE a.id = $1 RETURNING `+agentColumns, agentID, loc.Latitude, loc.Longitude, loc.Provider, loc.Region)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
 // Errors callers branch on. Every error the store returns wraps one of these
@@ -25,8 +27,9 @@ var (
 	ErrUnauthorized = errors.New("unauthorized")
 	// ErrUnknownTarget: a result names a target the collector does not know.
 	ErrUnknownTarget = errors.New("unknown target")
-	// ErrInvalid: the input breaks a rule of the schema.
-	ErrInvalid = errors.New("invalid")
+	// ErrInvalid: the input breaks a rule of the schema or of the wire
+	// contract (it is the contract's own sentinel, so both checks agree).
+	ErrInvalid = api.ErrInvalid
 	// ErrUnavailable: the database cannot be reached or refuses work for now
 	// (down, starting, shutting down, too many connections); retry later.
 	ErrUnavailable = errors.New("database unavailable")

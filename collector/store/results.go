@@ -86,7 +86,7 @@ func (s *Store) prepare(ctx context.Context, agentID int64, results []api.Result
 		}
 		addr, err := netip.ParseAddr(r.Address)
 		if err != nil || addr.Zone() != "" {
-			return nil, fmt.Errorf("%w: results[%d]: address %q", ErrInvalid, i, clip(r.Address))
+			return nil, fmt.Errorf("%w: results[%d]: address %q", ErrInvalid, i, api.Clip(r.Address))
 		}
 		if r.Seq == 0 || r.Seq > math.MaxInt64 || r.MeasuredAt.IsZero() {
 			return nil, fmt.Errorf("%w: results[%d]: seq %d, measured_at %s", ErrInvalid, i, r.Seq, r.MeasuredAt)

@@ -39,7 +39,7 @@ type rule struct {
 
 func (t *Target) normalize() error {
 	if !api.ValidName(t.Name) {
-		return fmt.Errorf("%w: target name %q: want 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit", ErrInvalid, clip(t.Name))
+		return fmt.Errorf("%w: target name %q: want 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit", ErrInvalid, api.Clip(t.Name))
 	}
 	if len(t.Addresses) == 0 {
 		return fmt.Errorf("%w: target %s has no addresses", ErrInvalid, t.Name)
@@ -365,5 +365,5 @@ func (s *Store) targetID(ctx context.Context, name string) (int64, error) {
 	if id, ok := m[name]; ok {
 		return id, nil
 	}
-	return 0, fmt.Errorf("target %q: %w", clip(name), ErrUnknownTarget)
+	return 0, fmt.Errorf("target %q: %w", api.Clip(name), ErrUnknownTarget)
 }

@@ -27,7 +27,7 @@ const MaxRTT = 10 * time.Minute
 // judge timestamps against the clock; the collector does that.
 func (b *Batch) Validate() error {
 	if !ValidName(b.Agent) {
-		return fmt.Errorf("%w: agent name %q: want 1-63 characters of [A-Za-z0-9._-]", ErrInvalid, clip(b.Agent))
+		return fmt.Errorf("%w: agent name %q: want 1-63 characters of [A-Za-z0-9._-]", ErrInvalid, Clip(b.Agent))
 	}
 	if len(b.Results) == 0 {
 		return fmt.Errorf("%w: batch has no results", ErrInvalid)
@@ -46,19 +46,19 @@ func (b *Batch) Validate() error {
 // Validate checks a hello.
 func (h *Hello) Validate() error {
 	if !ValidName(h.Agent) {
-		return fmt.Errorf("%w: agent name %q", ErrInvalid, clip(h.Agent))
+		return fmt.Errorf("%w: agent name %q", ErrInvalid, Clip(h.Agent))
 	}
-	if err := text("version", h.Version, 64); err != nil {
+	if err := CheckText("version", h.Version, 64); err != nil {
 		return err
 	}
 	if l := h.Location; l != nil {
 		if l.Latitude < -90 || l.Latitude > 90 || l.Longitude < -180 || l.Longitude > 180 {
 			return fmt.Errorf("%w: location %g,%g out of range", ErrInvalid, l.Latitude, l.Longitude)
 		}
-		if err := text("location.provider", l.Provider, 64); err != nil {
+		if err := CheckText("location.provider", l.Provider, 64); err != nil {
 			return err
 		}
-		if err := text("location.region", l.Region, 64); err != nil {
+		if err := CheckText("location.region", l.Region, 64); err != nil {
 			return err
 		}
 	}
@@ -77,32 +77,32 @@ func (r *Result) Validate() error {
 		return fmt.Errorf("%w: measured_at missing", ErrInvalid)
 	}
 	if !ValidName(r.Target) {
-		return fmt.Errorf("%w: target name %q", ErrInvalid, clip(r.Target))
+		return fmt.Errorf("%w: target name %q", ErrInvalid, Clip(r.Target))
 	}
 	a, err := netip.ParseAddr(r.Address)
 	if err != nil || a.Zone() != "" {
-		return fmt.Errorf("%w: address %q: want an IPv4 or IPv6 address without zone", ErrInvalid, clip(r.Address))
+		return fmt.Errorf("%w: address %q: want an IPv4 or IPv6 address without zone", ErrInvalid, Clip(r.Address))
 	}
 	switch r.Kind {
 	case KindDNS:
 		switch r.Query {
 		case QueryHostnameBind, QueryIDServer, QueryNSID:
 		default:
-			return fmt.Errorf("%w: query %q is not a DNS identity query", ErrInvalid, clip(r.Query))
+			return fmt.Errorf("%w: query %q is not a DNS identity query", ErrInvalid, Clip(r.Query))
 		}
 	default:
-		return fmt.Errorf("%w: kind %q", ErrInvalid, clip(string(r.Kind)))
+		return fmt.Errorf("%w: kind %q", ErrInvalid, Clip(string(r.Kind)))
 	}
 	switch r.Transport {
 	case TransportUDP, TransportTCP:
 	default:
-		return fmt.Errorf("%w: transport %q", ErrInvalid, clip(string(r.Transport)))
+		return fmt.Errorf("%w: transport %q", ErrInvalid, Clip(string(r.Transport)))
 	}
 	if r.RTTMicros < 0 || r.RTTMicros > MaxRTT.Microseconds() {
 		return fmt.Errorf("%w: rtt_us %d out of range 0..%d", ErrInvalid, r.RTTMicros, MaxRTT.Microseconds())
 	}
 	if !r.Failure.Valid() {
-		return fmt.Errorf("%w: failure %q is not a classified failure", ErrInvalid, clip(string(r.Failure)))
+		return fmt.Errorf("%w: failure %q is not a classified failure", ErrInvalid, Clip(string(r.Failure)))
 	}
 	if r.DNS != nil {
 		if err := r.DNS.validate(); err != nil {
@@ -114,13 +114,13 @@ func (r *Result) Validate() error {
 
 func (d *DNSValues) validate() error {
 	if len(d.Rcode) > 16 || !printable(d.Rcode) {
-		return fmt.Errorf("%w: dns.rcode %q", ErrInvalid, clip(d.Rcode))
+		return fmt.Errorf("%w: dns.rcode %q", ErrInvalid, Clip(d.Rcode))
 	}
 	if len(d.TXT) > MaxTXTStrings {
 		return fmt.Errorf("%w: dns.txt has %d strings, at most %d allowed", ErrInvalid, len(d.TXT), MaxTXTStrings)
 	}
 	for i, s := range d.TXT {
-		if err := text("dns.txt["+fmt.Sprint(i)+"]", s, 4*MaxStringLen); err != nil {
+		if err := CheckText("dns.txt["+fmt.Sprint(i)+"]", s, 4*MaxStringLen); err != nil {
 			return err
 		}
 	}
@@ -130,10 +130,10 @@ func (d *DNSValues) validate() error {
 	if _, err := hex.DecodeString(d.NSIDHex); err != nil {
 		return fmt.Errorf("%w: dns.nsid_hex is not hex", ErrInvalid)
 	}
-	if err := text("dns.nsid_text", d.NSIDText, MaxStringLen); err != nil {
+	if err := CheckText("dns.nsid_text", d.NSIDText, MaxStringLen); err != nil {
 		return err
 	}
-	if err := text("dns.identity", d.Identity, 4*MaxStringLen); err != nil {
+	if err := CheckText("dns.identity", d.Identity, 4*MaxStringLen); err != nil {
 		return err
 	}
 	if d.Size < 0 || d.Size > 65535 {
@@ -142,9 +142,9 @@ func (d *DNSValues) validate() error {
 	return nil
 }
 
-// text checks a free-text field: bounded, valid UTF-8, no NUL (PostgreSQL
-// text cannot hold it) and no other control characters.
-func text(field, s string, max int) error {
+// CheckText checks a free-text field: at most max bytes, valid UTF-8, no NUL
+// (PostgreSQL text cannot hold it) and no other control characters.
+func CheckText(field, s string, max int) error {
 	if len(s) > max {
 		return fmt.Errorf("%w: %s longer than %d bytes", ErrInvalid, field, max)
 	}
@@ -166,8 +166,9 @@ func printable(s string) bool {
 	return true
 }
 
-// clip shortens hostile input before it is echoed in an error message.
-func clip(s string) string {
+// Clip shortens hostile or long input to at most 64 bytes (plus an ellipsis)
+// of valid UTF-8 before it is echoed in an error message.
+func Clip(s string) string {
 	if len(s) > 64 {
 		s = s[:64] + "…"
 	}
