@@ -11,10 +11,10 @@ import (
 )
 
 // DBFlags choose the database. Without --db, a private PostgreSQL cluster is
-// started (or reused) under --data-dir from the binaries on this machine.
+// started (or reused) under --pg-dir from the binaries on this machine.
 type DBFlags struct {
-	DB      string `name:"db" help:"PostgreSQL connection string (URL or key=value). Empty: start or reuse a private cluster under --data-dir." placeholder:"DSN"`
-	DataDir string `help:"Directory of the private PostgreSQL cluster used when --db is empty." placeholder:"DIR"`
+	DB    string `name:"db" help:"PostgreSQL connection string (URL or key=value). Empty: start or reuse a private cluster under --pg-dir." placeholder:"DSN"`
+	PGDir string `name:"pg-dir" help:"Data directory of the private PostgreSQL cluster used when --db is empty (default: $ANYSCOPE_DATA_DIR/postgres, /var/lib/anyscope/postgres as root, else ~/.local/share/anyscope/postgres)." placeholder:"DIR"`
 }
 
 // dsn returns the connection string to use, starting the private cluster
@@ -23,7 +23,7 @@ func (f *DBFlags) dsn(ctx context.Context, log *slog.Logger) (string, error) {
 	if f.DB != "" {
 		return f.DB, nil
 	}
-	dir := f.DataDir
+	dir := f.PGDir
 	if dir == "" {
 		dir = pgcluster.DefaultDir()
 	}
@@ -82,12 +82,12 @@ type DBCmd struct {
 
 // DBStartCmd starts the private cluster.
 type DBStartCmd struct {
-	DataDir string `help:"Directory of the private cluster." placeholder:"DIR"`
+	PGDir string `name:"pg-dir" help:"Data directory of the private cluster (default as for --db)." placeholder:"DIR"`
 }
 
 // Run starts the cluster and prints a DSN usable as --db.
 func (c *DBStartCmd) Run(ctx context.Context, log *slog.Logger) error {
-	f := DBFlags{DataDir: c.DataDir}
+	f := DBFlags{PGDir: c.PGDir}
 	dsn, err := f.dsn(ctx, log)
 	if err != nil {
 		return err
@@ -98,12 +98,12 @@ func (c *DBStartCmd) Run(ctx context.Context, log *slog.Logger) error {
 
 // DBStopCmd stops the private cluster.
 type DBStopCmd struct {
-	DataDir string `help:"Directory of the private cluster." placeholder:"DIR"`
+	PGDir string `name:"pg-dir" help:"Data directory of the private cluster (default as for --db)." placeholder:"DIR"`
 }
 
 // Run stops the cluster if it runs.
 func (c *DBStopCmd) Run(ctx context.Context, log *slog.Logger) error {
-	dir := c.DataDir
+	dir := c.PGDir
 	if dir == "" {
 		dir = pgcluster.DefaultDir()
 	}
