@@ -605,6 +605,15 @@ func TestStartOffset(t *testing.T) {
 	if len(distinct) < 40 {
 		t.Errorf("100 agents' offsets fall in only %d distinct seconds", len(distinct))
 	}
+	// Keys that differ only in their last byte (the addresses of one
+	// target) spread as well.
+	distinct = map[time.Duration]bool{}
+	for i := range 100 {
+		distinct[startOffset(fmt.Sprintf("vp-1\x00k-root\x00193.0.14.%d", i), mean)/time.Second] = true
+	}
+	if len(distinct) < 40 {
+		t.Errorf("100 addresses of one target start in only %d distinct seconds", len(distinct))
+	}
 }
 
 func TestPoissonInterval(t *testing.T) {

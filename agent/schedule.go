@@ -2,7 +2,8 @@ package agent
 
 import (
 	"context"
-	"hash/fnv"
+	"crypto/sha256"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -187,11 +188,14 @@ func (a *Agent) loop(ctx context.Context, j job) {
 	}
 }
 
-// startOffset spreads first rounds deterministically over [0, mean).
+// startOffset spreads first rounds deterministically over [0, mean). The
+// key is hashed with SHA-256 because keys differ mostly at their end (the
+// last octet of an address), where a raw FNV hash barely moves its high bits:
+// every address of a target would start together.
 func startOffset(key string, mean time.Duration) time.Duration {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	return time.Duration(float64(h.Sum64()) / math.Exp2(64) * float64(mean))
+	sum := sha256.Sum256([]byte(key))
+	u := float64(binary.BigEndian.Uint64(sum[:8])>>11) / (1 << 53) // uniform in [0, 1)
+	return time.Duration(u * float64(mean))
 }
 
 // poissonInterval draws the gap to the next round from an exponential

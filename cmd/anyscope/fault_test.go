@@ -1,0 +1,733 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/anyscope/anyscope/agent/shipper"
+	"github.com/anyscope/anyscope/agent/spool"
+	api "github.com/anyscope/anyscope/collector/api/v1"
+	"github.com/anyscope/anyscope/collector/pgcluster/pgtest"
+	"github.com/anyscope/anyscope/collector/store"
+)
+
+// The fault tests kill real anyscope processes with SIGKILL at random moments
+// and check that the results arrive in PostgreSQL exactly once: every
+// sequence number from 1 to the last, none twice. Set ANYSCOPE_FAULT_SEED to
+// replay the kill moments of a logged run.
+
+// faultHosts are the loopback addresses of the fault tests' DNS servers,
+// apart from the demo's 127.0.0.11-13.
+var faultHosts = []string{"127.0.0.21", "127.0.0.22", "127.0.0.23"}
+
+// faultTarget is the target both tests measure: faultHosts, probed for DNS
+// identity at the shortest interval the targets file allows.
+func faultTarget() store.Target {
+	t := store.Target{Name: "fault-dns", Probes: []string{string(api.KindDNS)}, Interval: 5 * time.Second}
+	for _, h := range faultHosts {
+		t.Addresses = append(t.Addresses, netip.MustParseAddr(h))
+	}
+	return t
+}
+
+// faultRand returns the random source of a test, seeded from
+// ANYSCOPE_FAULT_SEED or the clock, and logs the seed.
+func faultRand(t *testing.T) *rand.Rand {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("ANYSCOPE_FAULT_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("ANYSCOPE_FAULT_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (replay with ANYSCOPE_FAULT_SEED=%d)", seed, seed)
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// faultStore opens the test's database and registers agent, returning the
+// store and the agent's token.
+func faultStore(t *testing.T, ctx context.Context, dsn, agent string) (*store.Store, string) {
+	t.Helper()
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	lat, lon := 52.37, 4.90
+	_, token, err := st.AddAgent(ctx, store.AgentSpec{Name: agent, Latitude: &lat, Longitude: &lon, Region: "loopback"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ApplyTargets(ctx, []store.Target{faultTarget()}); err != nil {
+		t.Fatal(err)
+	}
+	return st, token
+}
+
+// freeTCPAddr returns a loopback address whose port was free a moment ago.
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// freePortOn finds a port free for UDP and TCP on every one of hosts.
+func freePortOn(t *testing.T, hosts []string) int {
+	t.Helper()
+	for try := 0; try < 20; try++ {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(hosts[0], "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		pc.Close()
+		ok := true
+		for _, h := range hosts {
+			addr := net.JoinHostPort(h, strconv.Itoa(port))
+			u, err1 := net.ListenPacket("udp", addr)
+			l, err2 := net.Listen("tcp", addr)
+			if u != nil {
+				u.Close()
+			}
+			if l != nil {
+				l.Close()
+			}
+			if err1 != nil || err2 != nil {
+				ok = false
+			}
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatalf("no port free on all of %v", hosts)
+	return 0
+}
+
+// waitUntil polls cond until it holds or timeout passes, then fails the test
+// naming what it waited for.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a process writes to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// proc is one run of the anyscope binary.
+type proc struct {
+	name string // e.g. "collector #3"
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan struct{} // closed once the process has exited
+	err  error         // what Wait returned; read after done
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL unless the process has exited, waits for it, and
+// reports whether the signal killed it.
+func (p *proc) kill() bool {
+	if !p.exited() {
+		_ = p.cmd.Process.Kill()
+	}
+	<-p.done
+	ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// procs starts the processes of one test. When the test ends it kills those
+// still running; it prints everything they wrote when the test failed, and
+// fails it when the race detector spoke in any of them.
+type procs struct {
+	t   *testing.T
+	dir string
+	mu  sync.Mutex
+	all []*proc
+	n   map[string]int
+}
+
+func newProcs(t *testing.T) *procs {
+	ps := &procs{t: t, dir: t.TempDir(), n: map[string]int{}}
+	t.Cleanup(func() {
+		ps.mu.Lock()
+		all := ps.all
+		ps.mu.Unlock()
+		for _, p := range all {
+			p.kill()
+		}
+		for _, p := range all {
+			if out := p.out.String(); strings.Contains(out, "WARNING: DATA RACE") {
+				t.Errorf("%s reported a data race", p.name)
+			}
+		}
+		if t.Failed() {
+			for _, p := range all {
+				t.Logf("=== output of %s (%v) ===\n%s", p.name, p.err, p.out.String())
+			}
+		}
+	})
+	return ps
+}
+
+// start runs the binary with args; kind names it in logs.
+func (ps *procs) start(kind string, args ...string) *proc {
+	ps.t.Helper()
+	ps.mu.Lock()
+	ps.n[kind]++
+	p := &proc{name: fmt.Sprintf("%s #%d", kind, ps.n[kind]), done: make(chan struct{})}
+	ps.all = append(ps.all, p)
+	ps.mu.Unlock()
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		close(p.done)
+		ps.t.Fatalf("starting %s: %v", p.name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p
+}
+
+// collector starts a collector on listen and waits until it serves; it
+// returns the process and the address it listens on.
+func (ps *procs) collector(dsn, listen string) (*proc, string) {
+	ps.t.Helper()
+	ready := filepath.Join(ps.dir, fmt.Sprintf("collector-%d.addr", ps.n["collector"]+1))
+	p := ps.start("collector", "collector", "--db", dsn, "--listen", listen, "--ready-file", ready)
+	var addr string
+	waitUntil(ps.t, 30*time.Second, p.name+" to serve", func() bool {
+		if p.exited() {
+			ps.t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.out.String())
+		}
+		b, err := os.ReadFile(ready)
+		addr = strings.TrimSpace(string(b))
+		return err == nil && addr != ""
+	})
+	return p, addr
+}
+
+// watchTransport counts the uploads in flight: from the request until the
+// collector's answer has been read and closed. Armed with loseAck, it calls
+// the function once the collector has answered an upload, then loses the
+// answer, as when the collector dies between its commit and the agent
+// reading the acknowledgement.
+type watchTransport struct {
+	base     http.RoundTripper
+	inFlight atomic.Int64
+	lastTook atomic.Int64 // duration of the last upload that got an answer
+	loseAck  atomic.Pointer[func()]
+}
+
+func (w *watchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodPost {
+		return w.base.RoundTrip(r)
+	}
+	w.inFlight.Add(1)
+	start := time.Now()
+	resp, err := w.base.RoundTrip(r)
+	if err != nil {
+		w.inFlight.Add(-1)
+		return nil, err
+	}
+	if lose := w.loseAck.Swap(nil); lose != nil && resp.StatusCode == http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		(*lose)()
+		w.inFlight.Add(-1)
+		return nil, fmt.Errorf("fault test: the collector answered %s and died before the answer was read", resp.Status)
+	}
+	resp.Body = &watchedBody{ReadCloser: resp.Body, done: func() {
+		w.lastTook.Store(int64(time.Since(start)))
+		w.inFlight.Add(-1)
+	}}
+	return resp, nil
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *watchedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}
+
+// counter reads a counter from reg (0 when absent).
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
+}
+
+// syntheticSweep returns one sweep of the fault target as an agent measures
+// it: every address over UDP and TCP, with the three identity queries, each
+// answered by the address's site.
+func syntheticSweep(at time.Time) []api.Result {
+	sites := []struct{ server, nsid string }{
+		{"ns1.nl-ams.fault.example", "ams-1"},
+		{"ns1.de-fra.fault.example", "fra-1"},
+		{"ns1.gb-lhr.fault.example", "lhr-1"},
+	}
+	var rs []api.Result
+	for i, h := range faultHosts {
+		for _, tr := range []api.Transport{api.TransportUDP, api.TransportTCP} {
+			for _, q := range []string{api.QueryHostnameBind, api.QueryIDServer, api.QueryNSID} {
+				r := api.Result{
+					MeasuredAt: at.Add(time.Duration(len(rs)) * 700 * time.Microsecond),
+					Target:     "fault-dns", Address: h, Kind: api.KindDNS, Transport: tr, Query: q,
+					RTTMicros: int64(180 + 37*len(rs)),
+				}
+				if q == api.QueryNSID {
+					r.DNS = &api.DNSValues{Rcode: "NOERROR", NSIDHex: fmt.Sprintf("%x", sites[i].nsid),
+						NSIDText: sites[i].nsid, Identity: sites[i].nsid, Size: 52}
+				} else {
+					r.DNS = &api.DNSValues{Rcode: "NOERROR", TXT: []string{sites[i].server},
+						Identity: sites[i].server, Size: 70 + len(sites[i].server)}
+				}
+				rs = append(rs, r)
+			}
+		}
+	}
+	return rs
+}
+
+// checkStored compares what the database holds for agent with want, the
+// results in seq order: nothing missing, nothing twice, nothing changed.
+func checkStored(t *testing.T, ctx context.Context, dsn, agent string, want []api.Result) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `
+		SELECT r.seq, coalesce(r.round, 0), r.measured_at, host(r.address), r.transport, r.query, coalesce(r.identity, '')
+		FROM results r JOIN agents a ON a.id = r.agent_id
+		WHERE a.name = $1 ORDER BY r.seq, r.measured_at`, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n, bad int
+	for rows.Next() {
+		var (
+			seq, round                    int64
+			at                            time.Time
+			addr, transport, query, ident string
+		)
+		if err := rows.Scan(&seq, &round, &at, &addr, &transport, &query, &ident); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if seq != int64(n) {
+			t.Fatalf("row %d has seq %d: a result is missing or stored twice", n, seq)
+		}
+		w := want[seq-1]
+		if uint64(round) != w.Round || !at.Equal(w.MeasuredAt) || addr != w.Address ||
+			transport != string(w.Transport) || query != w.Query || ident != w.DNS.Identity {
+			if bad++; bad <= 5 {
+				t.Errorf("seq %d stored as round %d %s %s %s %s %q, spooled as round %d %s %s %s %s %q",
+					seq, round, at.UTC().Format(time.RFC3339Nano), addr, transport, query, ident,
+					w.Round, w.MeasuredAt.Format(time.RFC3339Nano), w.Address, w.Transport, w.Query, w.DNS.Identity)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(want) {
+		t.Errorf("%d rows stored, want %d", n, len(want))
+	}
+	if bad > 0 {
+		t.Errorf("%d stored results differ from what was spooled", bad)
+	}
+}
+
+// seqCounts returns count(*) and count(DISTINCT seq) of agent's results.
+func seqCounts(t *testing.T, ctx context.Context, dsn, agent string) (rows, distinct int64) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, `
+		SELECT count(*), count(DISTINCT r.seq)
+		FROM results r JOIN agents a ON a.id = r.agent_id WHERE a.name = $1`, agent).Scan(&rows, &distinct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows, distinct
+}
+
+// The collector is killed with SIGKILL at random moments while batches are
+// in flight and restarted on the same port; the agent's shipper retries
+// what was not acknowledged. Every result arrives exactly once: a batch
+// committed just before the kill comes again and is stored as duplicates.
+func TestCollectorKilledDuringIngest(t *testing.T) {
+	t.Parallel()
+	const (
+		agentName = "fault-vp1"
+		total     = 40000
+		// Kills at random moments with a batch in flight, and kills
+		// between a commit and the agent reading its acknowledgement.
+		minKills, minLostAcks = 5, 2
+	)
+	rng := faultRand(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dsn := pgtest.DB(t)
+	st, token := faultStore(t, ctx, dsn, agentName)
+
+	// The spool of an agent that was cut off for the last hour: one sweep
+	// per Append, so the spool numbers each sweep's round.
+	start := time.Now()
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	want := make([]api.Result, 0, total)
+	first := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	for sweep := 0; len(want) < total; sweep++ {
+		rs := syntheticSweep(first.Add(time.Duration(sweep) * 1500 * time.Millisecond))
+		rs = rs[:min(len(rs), total-len(want))]
+		out, err := sp.Append(rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, out...)
+	}
+	if n, _, _ := sp.Stats(); n != total || sp.NextSeq() != total+1 {
+		t.Fatalf("spool holds %d results, next seq %d; want %d, %d", n, sp.NextSeq(), total, total+1)
+	}
+	t.Logf("spooled %d results in %s", total, time.Since(start).Round(time.Millisecond))
+
+	ps := newProcs(t)
+	addr := freeTCPAddr(t)
+	coll, _ := ps.collector(dsn, addr)
+
+	tr := &watchTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	client, err := shipper.NewClient(shipper.ClientOptions{
+		URL: "http://" + addr, Token: token, Agent: agentName, Timeout: 30 * time.Second,
+		HTTPClient: &http.Client{Transport: tr},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	sh, err := shipper.New(sp, client, shipper.Options{
+		MaxBatchResults: 2000, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipCtx, stopShipping := context.WithCancel(ctx)
+	shipped := make(chan error, 1)
+	go func() { shipped <- sh.Run(shipCtx, make(chan struct{})) }()
+	t.Cleanup(func() {
+		stopShipping()
+		<-shipped
+	})
+
+	pending := func() int { n, _, _ := sp.Stats(); return n }
+	start = time.Now()
+	kills, inFlight, lostAcks := 0, 0, 0
+	for inFlight < minKills || lostAcks < minLostAcks {
+		// Some progress since the collector (re)started first.
+		before := pending()
+		waitUntil(t, time.Minute, fmt.Sprintf("progress after %d kills", kills), func() bool {
+			return pending() < before
+		})
+		what := ""
+		if lostAcks < minLostAcks && kills%3 == 1 {
+			// Kill it after it committed a batch, before the agent has
+			// read the acknowledgement: the batch comes again.
+			answered, killed := make(chan struct{}), make(chan struct{})
+			lose := func() {
+				close(answered)
+				<-killed
+			}
+			release := sync.OnceFunc(func() { close(killed) })
+			t.Cleanup(release) // never leave the shipper waiting, even on failure
+			tr.loseAck.Store(&lose)
+			select {
+			case <-answered:
+			case <-time.After(time.Minute):
+				t.Fatalf("no upload was answered within a minute after %d kills", kills)
+			}
+			ok := coll.kill()
+			release()
+			if !ok {
+				t.Fatalf("%s was not killed by SIGKILL: %v", coll.name, coll.err)
+			}
+			lostAcks++
+			what = "after committing a batch, before the agent read the acknowledgement"
+		} else {
+			// Kill it at a random moment within a typical upload.
+			waitUntil(t, time.Minute, "an upload in flight", func() bool {
+				if pending() == 0 {
+					t.Fatalf("the spool drained after %d kills, %d of them with a batch in flight; want %d", kills, inFlight, minKills)
+				}
+				return tr.inFlight.Load() > 0
+			})
+			took := max(time.Duration(tr.lastTook.Load()), 10*time.Millisecond)
+			time.Sleep(time.Duration(rng.Int64N(int64(took))))
+			hit := tr.inFlight.Load() > 0
+			if !coll.kill() {
+				t.Fatalf("%s was not killed by SIGKILL: %v", coll.name, coll.err)
+			}
+			what = "between uploads"
+			if hit {
+				inFlight++
+				what = "with a batch in flight"
+			}
+		}
+		kills++
+		t.Logf("kill %d (%s) after %s %s; %d results still spooled",
+			kills, coll.name, time.Since(start).Round(time.Millisecond), what, pending())
+		coll, _ = ps.collector(dsn, addr)
+	}
+
+	waitUntil(t, 2*time.Minute, "the spool to drain", func() bool { return pending() == 0 })
+	dups := counter(t, reg, "anyscope_shipper_results_duplicate_total")
+	t.Logf("drained %d results in %s with %d kills (%d with a batch in flight, %d losing an acknowledgement); acknowledged %.0f accepted, %.0f duplicates",
+		total, time.Since(start).Round(time.Millisecond), kills, inFlight, lostAcks,
+		counter(t, reg, "anyscope_shipper_results_accepted_total"), dups)
+	if dups == 0 {
+		t.Errorf("no duplicates acknowledged although %d acknowledgements were lost: were the batches not stored?", lostAcks)
+	}
+
+	count, maxSeq, err := st.AgentSeqStats(ctx, agentName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count != total || maxSeq != total {
+		t.Errorf("stored %d results up to seq %d; want %d up to %d", count, maxSeq, total, total)
+	}
+	if rows, distinct := seqCounts(t, ctx, dsn, agentName); rows != distinct {
+		t.Errorf("%d rows hold only %d distinct seqs", rows, distinct)
+	}
+	checkStored(t, ctx, dsn, agentName, want)
+}
+
+// The agent is killed with SIGKILL at random moments while it measures real
+// DNS servers and ships to a real collector, and restarted on the same
+// spool; a last run with --once ships the rest. Its sequence numbers stay
+// contiguous across the kills, none is given to two measurements, and
+// nothing it measured is lost.
+func TestAgentKilledAndRestarted(t *testing.T) {
+	t.Parallel()
+	const (
+		agentName = "fault-vp2"
+		kills     = 5
+		window    = 27 * time.Second // the kills fall within it
+	)
+	rng := faultRand(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dsn := pgtest.DB(t)
+	st, token := faultStore(t, ctx, dsn, agentName)
+
+	port := freePortOn(t, faultHosts)
+	for i, h := range faultHosts {
+		code := []string{"ams", "fra", "lhr"}[i]
+		s := &demoSite{
+			addr:    net.JoinHostPort(h, strconv.Itoa(port)),
+			servers: []string{fmt.Sprintf("ns1.xx-%s.fault.example", code)},
+			nsids:   []string{code + "-1"},
+		}
+		if err := s.start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.stop)
+	}
+
+	ps := newProcs(t)
+	_, addr := ps.collector(dsn, "127.0.0.1:0")
+	dir := t.TempDir()
+	tokenFile, spoolDir, cfgFile := filepath.Join(dir, "token"), filepath.Join(dir, "spool"), filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`name: %s
+collector: http://%s
+token_file: %s
+spool_dir: %s
+allow: [127.0.0.0/8]
+dns_port: %d
+timeout: 1s
+max_rate: 1000
+`, agentName, addr, tokenFile, spoolDir, port)
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Lives of random length that add up to the window, so some are
+	// killed while starting and at least one (window/kills or longer) while
+	// measuring and shipping.
+	lives := make([]time.Duration, kills)
+	weights := make([]float64, kills)
+	sum := 0.0
+	for i := range weights {
+		weights[i] = 1 - rng.Float64() // (0, 1]
+		sum += weights[i]
+	}
+	for i, w := range weights {
+		lives[i] = time.Duration(w / sum * float64(window))
+	}
+	start := time.Now()
+	for i, life := range lives {
+		ag := ps.start("agent", "agent", "--config", cfgFile)
+		select {
+		case <-ag.done:
+			t.Fatalf("%s exited on its own: %v", ag.name, ag.err)
+		case <-time.After(life):
+		}
+		if !ag.kill() {
+			t.Fatalf("%s was not killed by SIGKILL: %v", ag.name, ag.err)
+		}
+		count, maxSeq, err := st.AgentSeqStats(ctx, agentName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("kill %d (%s) after %s: collector holds %d results up to seq %d",
+			i+1, ag.name, life.Round(time.Millisecond), count, maxSeq)
+	}
+	next, _ := spoolState(t, spoolDir)
+	measured := next - 1
+	t.Logf("the agent measured %d results in %s between %d kills", measured, time.Since(start).Round(time.Millisecond), kills)
+	if measured == 0 {
+		t.Errorf("the agent measured nothing before it was killed: the kills hit nothing")
+	}
+
+	once := ps.start("agent", "agent", "--config", cfgFile, "--once")
+	select {
+	case <-once.done:
+		if once.err != nil {
+			t.Fatalf("%s: %v", once.name, once.err)
+		}
+	case <-ctx.Done():
+		t.Fatalf("%s did not finish", once.name)
+	}
+
+	count, maxSeq, err := st.AgentSeqStats(ctx, agentName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, distinct := seqCounts(t, ctx, dsn, agentName)
+	t.Logf("collector holds %d results up to seq %d after %d kills and a run with --once", count, maxSeq, kills)
+	if count == 0 || count != maxSeq {
+		t.Errorf("stored %d results up to seq %d: want 1..n without holes", count, maxSeq)
+	}
+	if rows != distinct {
+		t.Errorf("%d rows hold only %d distinct seqs: a seq was given to two measurements", rows, distinct)
+	}
+	if next, pending := spoolState(t, spoolDir); pending != 0 || next != uint64(maxSeq)+1 {
+		t.Errorf("the spool holds %d unshipped results and numbers the next %d, the collector's last seq is %d: want 0 and %d",
+			pending, next, maxSeq, maxSeq+1)
+	}
+
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var failed int64
+	var examples []string
+	err = conn.QueryRow(ctx, `
+		SELECT count(*), coalesce((array_agg(r.seq || ' ' || host(r.address) || ' ' || r.transport || ' ' || r.query || ': ' || r.failure ORDER BY r.seq))[1:5], '{}')
+		FROM results r JOIN agents a ON a.id = r.agent_id
+		WHERE a.name = $1 AND r.failure <> ''`, agentName).Scan(&failed, &examples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failed > 0 {
+		t.Errorf("%d results failed although every DNS server was up, e.g. %v", failed, examples)
+	}
+}
+
+// spoolState opens the spool an agent left behind and returns the seq its
+// next result would get and how many results it still holds unshipped.
+func spoolState(t *testing.T, dir string) (next uint64, pending int) {
+	t.Helper()
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	pending, _, _ = sp.Stats()
+	return sp.NextSeq(), pending
+}
