@@ -13,8 +13,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/anyscope/anyscope/collector"
@@ -34,6 +34,7 @@ type BenchIngestCmd struct {
 	Results     int    `help:"Results per measured path." default:"200000"`
 	Batch       int    `help:"Results per batch (HTTP batch and COPY alike)." default:"1000"`
 	Concurrency int    `help:"Concurrent uploaders (and concurrent COPY streams)." default:"2"`
+	CPUProfile  string `help:"Write a CPU profile of the ingest phase to this file." placeholder:"FILE"`
 }
 
 // Run measures both paths in one run and prints the BENCH line last.
@@ -64,16 +65,28 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err := st.Migrate(ctx); err != nil {
 		return err
 	}
+	// One agent per uploader: an agent ships its batches one after the
+	// other (and the store serialises one agent's uploads), so concurrency
+	// comes from several agents, as in a real deployment.
 	run := time.Now().UnixNano()
-	httpAgent, token, err := st.AddAgent(ctx, store.AgentSpec{Name: fmt.Sprintf("bench-http-%d", run)})
-	if err != nil {
-		return err
+	type benchAgent struct {
+		agent store.Agent
+		token string
 	}
-	copyAgent, _, err := st.AddAgent(ctx, store.AgentSpec{Name: fmt.Sprintf("bench-copy-%d", run)})
-	if err != nil {
-		return err
+	var httpAgents, copyAgents []benchAgent
+	for w := 0; w < c.Concurrency; w++ {
+		for _, list := range []*[]benchAgent{&httpAgents, &copyAgents} {
+			kind := "http"
+			if list == &copyAgents {
+				kind = "copy"
+			}
+			a, token, err := st.AddAgent(ctx, store.AgentSpec{Name: fmt.Sprintf("bench-%s-%d-%d", kind, w, run)})
+			if err != nil {
+				return err
+			}
+			*list = append(*list, benchAgent{a, token})
+		}
 	}
-	_ = httpAgent
 	if _, err := st.ApplyTargets(ctx, []store.Target{{
 		Name: "bench-dns", Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.53")},
 		Probes: []string{"dns"}, Interval: 30 * time.Second, NSIDQName: ".",
@@ -94,36 +107,47 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 	url := "http://" + ln.Addr().String() + api.PathResults
 
 	start := time.Now().Add(-time.Hour).Truncate(time.Second)
-	nb := c.Results / c.Batch
+	perAgent := c.Results / c.Batch / c.Concurrency // batches per agent
+	if perAgent < 1 {
+		return fmt.Errorf("--results %d is too few for %d agents with batches of %d", c.Results, c.Concurrency, c.Batch)
+	}
+	// mkBatch is the i-th batch of an agent: seqs continue from batch to batch.
 	mkBatch := func(agent string, i int) api.Batch {
 		rs := make([]api.Result, c.Batch)
 		for j := range rs {
 			seq := uint64(i*c.Batch + j + 1)
 			rs[j] = api.Result{
-				Seq: seq, MeasuredAt: start.Add(time.Duration(seq) * time.Millisecond),
+				Seq: seq, Round: seq - seq%18 + 1, MeasuredAt: start.Add(time.Duration(seq) * time.Millisecond),
 				Target: "bench-dns", Address: "192.0.2.53", Kind: api.KindDNS,
 				Transport: api.TransportUDP, Query: api.QueryHostnameBind, RTTMicros: 12345,
 				DNS: &api.DNSValues{Rcode: "NOERROR", TXT: []string{"ns1.nl-ams.example.net"},
 					NSIDHex: "616d732d31", NSIDText: "ams-1", Identity: "ns1.nl-ams.example.net", Size: 96},
+			}
+			if rs[j].Round > seq {
+				rs[j].Round = seq
 			}
 		}
 		return api.Batch{Agent: agent, BatchSeq: uint64(i + 1), Results: rs}
 	}
 	// Request bodies are encoded (and gzipped, as agents send them) before
 	// the clock starts: the agent's cost is not the collector's.
-	bodies := make([][]byte, nb)
-	for i := range bodies {
-		b, err := json.Marshal(mkBatch(httpAgent.Name, i))
-		if err != nil {
-			return err
+	bodies := make([][][]byte, c.Concurrency)
+	copyBatches := make([][][]api.Result, c.Concurrency)
+	for w := range bodies {
+		for i := 0; i < perAgent; i++ {
+			b, err := json.Marshal(mkBatch(httpAgents[w].agent.Name, i))
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			zw := gzip.NewWriter(&buf)
+			zw.Write(b)
+			zw.Close()
+			bodies[w] = append(bodies[w], buf.Bytes())
+			copyBatches[w] = append(copyBatches[w], mkBatch(copyAgents[w].agent.Name, i).Results)
 		}
-		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
-		zw.Write(b)
-		zw.Close()
-		bodies[i] = buf.Bytes()
 	}
-	post := func(body []byte) error {
+	post := func(token string, body []byte) error {
 		req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
 		if err != nil {
 			return err
@@ -142,26 +166,20 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 		}
 		return nil
 	}
-	parallel := func(n int, f func(i int) error) (time.Duration, error) {
-		var next atomic.Int64
+	// parallel runs one worker per agent, each doing its batches in order.
+	parallel := func(f func(w, i int) error) (time.Duration, error) {
 		var wg sync.WaitGroup
 		errs := make(chan error, c.Concurrency)
 		t0 := time.Now()
 		for w := 0; w < c.Concurrency; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n {
-						return
-					}
-					if err := f(i); err != nil {
+			wg.Go(func() {
+				for i := 0; i < perAgent; i++ {
+					if err := f(w, i); err != nil {
 						errs <- err
 						return
 					}
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		close(errs)
@@ -169,42 +187,52 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	// Warm up both paths (connections, partitions, caches) on other rows.
-	warm := mkBatch(copyAgent.Name, nb+1)
-	if _, err := st.CopyRaw(ctx, copyAgent.ID, warm.Results); err != nil {
+	if _, err := st.CopyRaw(ctx, copyAgents[0].agent.ID, mkBatch(copyAgents[0].agent.Name, perAgent+1).Results); err != nil {
 		return err
 	}
 
-	httpTook, err := parallel(nb, func(i int) error { return post(bodies[i]) })
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	httpTook, err := parallel(func(w, i int) error { return post(httpAgents[w].token, bodies[w][i]) })
+	if c.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
-	dupTook, err := parallel(nb, func(i int) error { return post(bodies[i]) })
+	dupTook, err := parallel(func(w, i int) error { return post(httpAgents[w].token, bodies[w][i]) })
 	if err != nil {
 		return fmt.Errorf("re-delivery: %w", err)
 	}
-	copyBatches := make([][]api.Result, nb)
-	for i := range copyBatches {
-		copyBatches[i] = mkBatch(copyAgent.Name, i).Results
-	}
-	copyTook, err := parallel(nb, func(i int) error {
-		_, err := st.CopyRaw(ctx, copyAgent.ID, copyBatches[i])
+	copyTook, err := parallel(func(w, i int) error {
+		_, err := st.CopyRaw(ctx, copyAgents[w].agent.ID, copyBatches[w][i])
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("copy: %w", err)
 	}
-	n, max, err := st.AgentSeqStats(ctx, httpAgent.Name)
-	if err != nil {
-		return err
-	}
-	total := nb * c.Batch
-	if n != int64(total) || max != int64(total) {
-		return fmt.Errorf("ingest stored %d results (max seq %d), want %d", n, max, total)
+	total := perAgent * c.Batch * c.Concurrency
+	for _, a := range httpAgents {
+		n, max, err := st.AgentSeqStats(ctx, a.agent.Name)
+		if err != nil {
+			return err
+		}
+		if want := int64(perAgent * c.Batch); n != want || max != want {
+			return fmt.Errorf("agent %s: stored %d results (max seq %d), want %d", a.agent.Name, n, max, want)
+		}
 	}
 	ingestRate := float64(total) / httpTook.Seconds()
 	dupRate := float64(total) / dupTook.Seconds()
 	copyRate := float64(total) / copyTook.Seconds()
-	fmt.Printf("ingest: %d results in %d batches of %d, %d concurrent: %.2fs\n", total, nb, c.Batch, c.Concurrency, httpTook.Seconds())
+	fmt.Printf("ingest over HTTP: %d results from %d agents uploading at once, batches of %d: %.2fs\n", total, c.Concurrency, c.Batch, httpTook.Seconds())
 	fmt.Printf("re-delivery of the same batches (all duplicates): %.0f results/s\n", dupRate)
 	fmt.Printf("raw COPY into results, same batches and concurrency: %.2fs\n", copyTook.Seconds())
 	fmt.Printf("BENCH ingest_results_per_s=%.0f copy_rows_per_s=%.0f ratio=%.2f\n", ingestRate, copyRate, ingestRate/copyRate)

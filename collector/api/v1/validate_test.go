@@ -98,3 +98,15 @@ func TestFailureSet(t *testing.T) {
 		t.Error("Responsive: a dead service must not count as answering, a REFUSED answer must")
 	}
 }
+
+func TestValidName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"vp1": true, "k-root": true, "a.b_c-d": true, "0": true, strings.Repeat("x", 63): true,
+		"": false, "-x": false, ".x": false, "_x": false, "a b": false, "ä": false,
+		strings.Repeat("x", 64): false, "a/b": false, "a\x00": false,
+	} {
+		if got := ValidName(s); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
