@@ -29,6 +29,7 @@ func TestMain(m *testing.M) {
 	}
 	// The demo's PostgreSQL runs as the postgres user when we are root.
 	os.Chmod(dir, 0o755)
-	pgtest.Main(m)
+	code := pgtest.Run(m)
 	os.RemoveAll(dir)
+	os.Exit(code)
 }

@@ -70,6 +70,12 @@ var (
 // Main runs the tests of a package, then stops the private cluster if one
 // was started, and exits with the tests' exit code.
 func Main(m *testing.M) {
+	os.Exit(Run(m))
+}
+
+// Run is Main for a TestMain that has its own cleanup to do after the
+// tests: it runs them, stops the private cluster and returns the exit code.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if err := shutdown(); err != nil {
 		fmt.Fprintln(os.Stderr, "pgtest:", err)
@@ -77,7 +83,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // DB creates a database holding the current schema, unique to this test,
