@@ -3,51 +3,17 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"os/exec"
 	"strconv"
 	"testing"
 	"time"
 )
 
-// freeDNSPort finds a port free for UDP and TCP on the demo's three addresses.
-func freeDNSPort(t *testing.T) int {
-	t.Helper()
-	for try := 0; try < 20; try++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.11:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		pc.Close()
-		ok := true
-		for _, h := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
-			addr := net.JoinHostPort(h, strconv.Itoa(port))
-			u, err1 := net.ListenPacket("udp", addr)
-			l, err2 := net.Listen("tcp", addr)
-			if u != nil {
-				u.Close()
-			}
-			if l != nil {
-				l.Close()
-			}
-			if err1 != nil || err2 != nil {
-				ok = false
-			}
-		}
-		if ok {
-			return port
-		}
-	}
-	t.Fatal("no free port on 127.0.0.11-13")
-	return 0
-}
-
 // The demo runs every real process (private PostgreSQL, collector, agent
 // restarted each round, report) and its report shows the three sites with
 // the agent's observations, and the switch of 127.0.0.13 from LHR to AMS.
 func TestDemo(t *testing.T) {
-	port := freeDNSPort(t)
+	port := freePortOn(t, []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"})
 	cmd := exec.Command(binary, "demo", "--dns-port", strconv.Itoa(port), "--format", "json", "--rounds", "4")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
