@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/anyscope/anyscope/collector"
+	"github.com/anyscope/anyscope/collector/store"
 )
 
 // CollectorCmd runs the collector.
@@ -59,6 +60,7 @@ func (c *CollectorCmd) Run(ctx context.Context, log *slog.Logger) error {
 			return err
 		}
 	}
+	go keepPartitionsAhead(ctx, st, log)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -73,4 +75,31 @@ func (c *CollectorCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 	log.Info("collector stopped")
 	return nil
+}
+
+// partitionsAhead is how many days of results partitions the collector keeps
+// created ahead of the clock (ingest also creates a missing one on demand).
+const partitionsAhead = 7 * 24 * time.Hour
+
+// keepPartitionsAhead creates the coming week's daily partitions now and
+// then every hour, so that ingest rarely has to.
+func keepPartitionsAhead(ctx context.Context, st *store.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		if n, err := st.EnsurePartitions(ctx, now, now.Add(partitionsAhead)); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("cannot create results partitions ahead; ingest will create them on demand", "err", err)
+		} else if n > 0 {
+			log.Info("created results partitions ahead", "partitions", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

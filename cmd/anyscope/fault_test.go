@@ -415,6 +415,27 @@ func checkStored(t *testing.T, ctx context.Context, dsn, agent string, want []ap
 	}
 }
 
+// checkPartitionsAhead checks that the collector created the coming week's
+// results partitions on start, before any result needed them.
+func checkPartitionsAhead(t *testing.T, ctx context.Context, dsn string) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for d := 0; d <= 6; d++ {
+		name := "results_" + time.Now().UTC().AddDate(0, 0, d).Format("20060102")
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
+		if !exists {
+			t.Errorf("partition %s was not created ahead", name)
+		}
+	}
+}
+
 // seqCounts returns count(*) and count(DISTINCT seq) of agent's results.
 func seqCounts(t *testing.T, ctx context.Context, dsn, agent string) (rows, distinct int64) {
 	t.Helper()
@@ -581,6 +602,7 @@ func TestCollectorKilledDuringIngest(t *testing.T) {
 		t.Errorf("%d rows hold only %d distinct seqs", rows, distinct)
 	}
 	checkStored(t, ctx, dsn, agentName, want)
+	checkPartitionsAhead(t, ctx, dsn)
 }
 
 // The agent is killed with SIGKILL at random moments while it measures real
