@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,6 +35,7 @@ type CLI struct {
 	DB        DBCmd        `cmd:"" name:"db" help:"Manage the private PostgreSQL cluster used when no --db is given."`
 	Demo      DemoCmd      `cmd:"" help:"Run the end-to-end demo on loopback: database, collector, three DNS sites, one agent, a report."`
 	Bench     BenchCmd     `cmd:"" help:"Benchmarks (used by make bench); the last line is machine-readable."`
+	Lab       LabCmd       `cmd:"" help:"The anycast lab: routers, sites and vantage points in network namespaces, with real BGP (root only)."`
 }
 
 const description = `anyscope measures anycast services from the outside.
@@ -62,6 +64,10 @@ func main() {
 	kctx.Bind(&cli.Globals, logger)
 	err := kctx.Run()
 	stop()
+	var status exitStatus
+	if errors.As(err, &status) {
+		os.Exit(int(status)) // lab exec: the command's own status
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "anyscope: %v\n", err)
 		os.Exit(1)
