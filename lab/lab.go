@@ -352,6 +352,12 @@ func alive(pid int) bool {
 	return true
 }
 
+// exists reports whether pid is in the process table, zombie or not.
+func exists(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err == nil
+}
+
 func writeFiles(dir string, files map[string]string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -485,9 +491,13 @@ func (l *Lab) Down(ctx context.Context) (*DownReport, error) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	// Dead daemons started by an earlier `lab up` are reaped by init, a
+	// moment later: wait for that too, so nothing of the lab is listed
+	// once Down returns.
+	deadline = time.Now().Add(5 * time.Second)
 	for _, pid := range pids {
-		for i := 0; alive(pid) && i < 100; i++ {
-			time.Sleep(10 * time.Millisecond)
+		for exists(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	rep.Processes = len(pids)
