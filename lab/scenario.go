@@ -102,7 +102,7 @@ func ParseScenario(name string, b []byte) ([]Step, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("scenario %s: %s", name, yamlMessage(err))
+		return nil, fmt.Errorf("scenario %s", yamlMessage(name, err))
 	}
 	if len(f.Steps) == 0 {
 		return nil, fmt.Errorf("scenario %s: no steps", name)

@@ -167,25 +167,43 @@ func LoadTopology(path string) (*Topology, error) {
 func ParseTopology(name string, b []byte) (*Topology, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrInvalid, name, yamlMessage(err))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, yamlMessage(name, err))
 	}
 	var f file
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("%w: %s: %s", ErrInvalid, name, yamlMessage(err))
+		return nil, fmt.Errorf("%w: %s", ErrInvalid, yamlMessage(name, err))
 	}
 	v := validator{file: name, root: &root}
 	return v.topology(&f)
 }
 
-func yamlMessage(err error) string {
+// yamlMessage turns the YAML library's errors into "name:LINE: message"
+// lines, like the validator's, without Go type names.
+func yamlMessage(name string, err error) string {
+	msgs := []string{strings.TrimPrefix(err.Error(), "yaml: ")}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		return strings.Join(te.Errors, "; ")
+		msgs = te.Errors
 	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	for i, m := range msgs {
+		if sm := unknownFieldRE.FindStringSubmatch(m); sm != nil {
+			m = fmt.Sprintf("line %s: unknown field %q", sm[1], sm[2])
+		}
+		if sm := lineRE.FindStringSubmatch(m); sm != nil {
+			msgs[i] = name + ":" + sm[1] + ": " + sm[2]
+		} else {
+			msgs[i] = name + ": " + m
+		}
+	}
+	return strings.Join(msgs, "; ")
 }
+
+var (
+	unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+	lineRE         = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
 
 type validator struct {
 	file string
