@@ -12,13 +12,29 @@ build:
 
 # deps installs what the tests and the demo need on a Debian machine:
 # PostgreSQL's server binaries (the tests and the demo start private clusters
-# from them; no system service is used).
+# from them; no system service is used) and, as root, the anycast lab's
+# packages: bird2 (BGP), nsd (the sites' DNS), dnsutils (dig, used by the lab
+# tests) and nftables (black holes).
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null || \
 		{ echo "could not install postgresql: install it (apt-get install postgresql) and retry" >&2; exit 1; }; \
+	fi
+	@missing=""; \
+	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables; do \
+		command -v $${p%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${p%%:*} ] || missing="$$missing $${p#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing the anycast lab's packages:$$missing"; \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null || \
+			{ echo "could not install$$missing: install them (apt-get install$$missing) and retry" >&2; exit 1; }; \
+		else \
+			echo "the anycast lab's tests run as root only; they need:$$missing (apt-get install$$missing)"; \
+		fi; \
 	fi
 
 vet:
