@@ -69,7 +69,7 @@ func (l *Lab) Status(ctx context.Context) (*Status, error) {
 			for _, f := range strings.Fields(out) {
 				pid, _ := strconv.Atoi(f)
 				comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-				ne.Processes = append(ne.Processes, fmt.Sprintf("%s[%d]", strings.TrimSpace(string(comm)), pid))
+				ne.Processes = append(ne.Processes, fmt.Sprintf("%s[%d]", strings.ReplaceAll(strings.TrimSpace(string(comm)), " ", ""), pid))
 			}
 			if kind == kindRouter || kind == kindSite {
 				if ne.Sessions, err = bgpSessions(ctx, l.birdSock(n)); err != nil {
