@@ -166,7 +166,7 @@ func bgpSessions(ctx context.Context, sock string) (map[string]string, error) {
 	return states, nil
 }
 
-// protoEnabled reports whether a protocol is up (not disabled).
+// protoUp reports whether a bird protocol is up (not disabled).
 func protoUp(ctx context.Context, sock, proto string) (bool, error) {
 	out, err := birdc(ctx, sock, "show", "protocols", proto)
 	if err != nil {

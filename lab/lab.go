@@ -551,7 +551,8 @@ func (l *Lab) clearState() error {
 	return nil
 }
 
-// Node names a lab node (router, site, vantage point or "mgmt") for Exec.
+// nodeNS returns the namespace of a lab node (router, site, vantage point
+// or "mgmt").
 func (l *Lab) nodeNS(node string) (string, *plan, error) {
 	_, p, err := l.loadState()
 	if err != nil {

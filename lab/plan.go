@@ -161,8 +161,8 @@ func (p *plan) vp(name string) (VantagePoint, bool) {
 	return VantagePoint{}, false
 }
 
-// ends returns, for one link seen from node, the local and remote interface
-// and addresses.
+// from returns, for one link seen from node, the local interface, the peer
+// and the local and remote addresses.
 func (l p2p) from(node string) (ifName, peer string, local4, peer4, local6, peer6 netip.Prefix) {
 	if l.A == node {
 		return l.IfA, l.B, l.A4, l.B4, l.A6, l.B6
