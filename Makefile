@@ -45,7 +45,8 @@ vet:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# demo: database, collector, three DNS sites on loopback, an agent, a report.
+# demo (root): the anycast lab, database, collector, an agent in every vantage
+# point, a withdraw and a black hole, the truth check and the report.
 demo: deps build
 	$(BIN) demo
 

@@ -575,17 +575,28 @@ func (l *Lab) nodeNS(node string) (string, *plan, error) {
 // Exec runs a command inside a node's namespace with the given standard
 // streams and returns its error (an *exec.ExitError for a non-zero exit).
 func (l *Lab) Exec(ctx context.Context, node string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if err := requireRoot(); err != nil {
-		return err
-	}
-	if len(argv) == 0 {
-		return errors.New("lab exec: no command given")
-	}
-	ns, _, err := l.nodeNS(node)
+	cmd, err := l.Command(ctx, node, argv...)
 	if err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	return cmd.Run()
+}
+
+// Command returns, unstarted, a command that runs argv inside a node's
+// namespace (`ip netns exec` replaces itself with argv, so signals sent to
+// the process reach argv): for long-running programs such as an agent, which
+// the caller starts, signals and waits for.
+func (l *Lab) Command(ctx context.Context, node string, argv ...string) (*exec.Cmd, error) {
+	if err := requireRoot(); err != nil {
+		return nil, err
+	}
+	if len(argv) == 0 {
+		return nil, errors.New("lab exec: no command given")
+	}
+	ns, _, err := l.nodeNS(node)
+	if err != nil {
+		return nil, err
+	}
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, argv...)...), nil
 }

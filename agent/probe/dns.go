@@ -348,9 +348,14 @@ func values(r *dns.Msg, size int, chaos bool) *api.DNSValues {
 	return v
 }
 
-// failure classifies a parsed reply: its rcode first, then whether it named
-// the server.
+// failure classifies a parsed reply. The question of an identity
+// transaction is who answered: a reply that names the server (an NSID comes
+// with REFUSED or NXDOMAIN answers too) is a success whatever its rcode,
+// which stays recorded in DNSValues.Rcode. Otherwise the rcode says why not.
 func failure(rc int, identity string) api.Failure {
+	if identity != "" {
+		return api.FailureNone
+	}
 	switch rc {
 	case dns.RcodeSuccess:
 		if identity == "" {

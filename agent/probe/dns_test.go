@@ -533,3 +533,23 @@ func TestDNSProbeLimiter(t *testing.T) {
 		t.Errorf("got %d results after %d waits, want 2 after 3", len(results), lim.n)
 	}
 }
+
+// TestDNSProbeNSIDWithRefused: a server that refuses the query (it does not
+// serve the name asked) but still sends its NSID has answered the identity
+// question: the NSID transaction succeeds, its rcode is kept. The CHAOS
+// queries, refused without a TXT, name no one and fail.
+func TestDNSProbeNSIDWithRefused(t *testing.T) {
+	t.Parallel()
+	p := newProber(t, serve(t, "127.0.0.1", site{rcode: dns.RcodeRefused, nsid: []byte("fra-1")}), time.Second)
+	results := p.Probe(context.Background(), target, netip.MustParseAddr("127.0.0.1"), api.TransportUDP)
+	checkValid(t, results)
+	got := byQuery(results)
+	if r := got[api.QueryNSID]; r.Failure != api.FailureNone || r.DNS == nil || r.DNS.Identity != "fra-1" || r.DNS.Rcode != "REFUSED" {
+		t.Errorf("NSID transaction: failure %q, values %+v; want success naming fra-1 with rcode REFUSED", r.Failure, r.DNS)
+	}
+	// The CHAOS replies carry the NSID too (every query asks for it), but
+	// their question is the TXT: without it they count as refused.
+	if r := got[api.QueryHostnameBind]; r.Failure != api.FailureDNSRefused {
+		t.Errorf("hostname.bind: failure %q, want %q", r.Failure, api.FailureDNSRefused)
+	}
+}

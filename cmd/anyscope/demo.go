@@ -1,53 +1,71 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"github.com/anyscope/anyscope/analysis/report"
 	"github.com/anyscope/anyscope/collector/pgcluster"
 	"github.com/anyscope/anyscope/collector/store"
 	"github.com/anyscope/anyscope/collector/targets"
+	"github.com/anyscope/anyscope/lab"
 )
 
-// DemoCmd runs the loopback demo end to end with real processes: a private
-// PostgreSQL cluster, the collector, three DNS servers on loopback addresses
-// that answer as three sites, one agent that runs several rounds (restarted
-// between rounds, so its spool and sequence numbers survive restarts), and
-// the report. Before the last round, one address starts answering from
-// another site, the way a vantage point's traffic moves when a site is
-// withdrawn.
+// DemoCmd runs anyscope end to end against the anycast lab: a BGP network
+// of namespaces with four sites, a private PostgreSQL cluster, the collector
+// on the lab's management network, one agent inside every vantage point,
+// and a scenario that withdraws one site and black-holes another. It then
+// checks the catchment measured before the scenario against the lab's ground
+// truth (read from the routers, not from DNS) and prints the report.
 type DemoCmd struct {
-	Rounds  int    `help:"Agent rounds to run (each restarts the agent process)." default:"4"`
-	DNSPort int    `help:"Port of the demo DNS servers (53 needs root)." default:"53"`
-	Keep    bool   `help:"Keep the demo directory (database, spool, logs) and print its path."`
-	Format  string `help:"Report format: md or json." default:"md" enum:"md,json"`
+	Baseline  time.Duration `help:"How long the agents measure before the scenario." default:"25s"`
+	After     time.Duration `help:"How long they measure after it." default:"25s"`
+	Withdraw  string        `help:"Site the scenario withdraws (BGP: its vantage points move elsewhere)." default:"ams"`
+	Blackhole string        `help:"Site the scenario black-holes (BGP stays up, its service drops everything)." default:"lhr"`
+	Format    string        `help:"Report format: md or json." default:"md" enum:"md,json"`
+	Keep      bool          `help:"Keep the demo directory (database, spools, logs) and print its path; the lab is always taken down."`
+	Listen    string        `help:"Collector address on the management network." default:"203.0.113.1:8740"`
+	// Lab flags: a prefix and state directory of the demo's own, so a lab
+	// the user built by hand is not touched.
+	Prefix   string `help:"Namespace prefix of the demo's lab." default:"dm-"`
+	StateDir string `name:"state-dir" help:"State directory of the demo's lab." default:"/run/anyscope-demo"`
 }
 
+// demoTargets is what the demo measures: the lab's anycast service. Site
+// codes come from the built-in <cc>-<iata> identity convention
+// (ns1.nl-ams.lab.example → AMS); the site list places them.
 const demoTargets = `targets:
-  - name: demo-dns
-    addresses: [127.0.0.11, 127.0.0.12, 127.0.0.13]
+  - name: lab-dns
+    addresses: [192.0.2.53, "2001:db8:53::53"]
     probes: [dns]
-    interval: 10s
+    interval: 5s
+    nsid_qname: lab.example.   # the zone the lab's NSD serves
     sites:
       - {code: AMS, name: Amsterdam, lat: 52.31, lon: 4.76}
       - {code: FRA, name: Frankfurt, lat: 50.03, lon: 8.57}
       - {code: LHR, name: London, lat: 51.47, lon: -0.45}
-    identity:
-      - {pattern: '^ns\d+\.[a-z]{2}-(?P<site>[a-z]{3})\.demo\.example$', site: '${site}'}
+      - {code: SIN, name: Singapore, lat: 1.36, lon: 103.99}
 `
 
 // Run executes the demo.
 func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
-	if c.Rounds < 2 {
-		return fmt.Errorf("--rounds must be at least 2")
+	if os.Geteuid() != 0 {
+		return errors.New("the demo builds an anycast network in network namespaces (BGP with bird2, NSD): run it as root")
+	}
+	if c.Baseline < 10*time.Second || c.After < 10*time.Second {
+		return errors.New("--baseline and --after must be at least 10s (two probe intervals)")
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -57,8 +75,8 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	// The PostgreSQL server runs as the postgres user when we are root: it
-	// must be able to reach its data directory below this one.
+	// PostgreSQL runs as the postgres user when we are root: it must be able
+	// to reach its data directory below this one.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
 	}
@@ -73,12 +91,35 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
 	}
 
+	events, err := os.Create(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer events.Close()
+	l, err := lab.New(lab.Options{StateDir: c.StateDir, Prefix: c.Prefix, Logger: log, Events: events})
+	if err != nil {
+		return err
+	}
+	step("building the anycast lab: 6 routers (eBGP, bird2), 4 sites (NSD), 8 vantage points")
+	if err := lab.EnsureTools(ctx, log); err != nil {
+		return err
+	}
+	if err := l.Up(ctx, "default", lab.DefaultTopologyYAML()); err != nil {
+		return err
+	}
+	defer func() {
+		step("taking the lab down")
+		if _, derr := l.Down(context.WithoutCancel(ctx)); derr != nil && err == nil {
+			err = derr
+		}
+	}()
+
 	step("starting a private PostgreSQL cluster in %s", filepath.Join(dir, "pg"))
 	cl, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Logger: log})
 	if err != nil {
 		return err
 	}
-	defer cl.Stop(context.Background())
+	defer cl.Stop(context.WithoutCancel(ctx))
 	dsn := cl.ConnString("anyscope")
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -88,14 +129,6 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err := st.Migrate(ctx); err != nil {
 		return err
 	}
-
-	step("registering vantage point demo-vp1 and applying targets (3 anycast addresses)")
-	lat, lon := 52.37, 4.90
-	if _, token, err := st.AddAgent(ctx, store.AgentSpec{Name: "demo-vp1", Latitude: &lat, Longitude: &lon, Region: "loopback"}); err != nil {
-		return err
-	} else if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token+"\n"), 0o600); err != nil {
-		return err
-	}
 	ts, err := targets.Parse("demo-targets.yaml", []byte(demoTargets))
 	if err != nil {
 		return err
@@ -103,27 +136,28 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if _, err := st.ApplyTargets(ctx, ts); err != nil {
 		return err
 	}
-
-	sites := []*demoSite{
-		{addr: fmt.Sprintf("127.0.0.11:%d", c.DNSPort), servers: []string{"ns1.nl-ams.demo.example", "ns2.nl-ams.demo.example"}, nsids: []string{"ams-1", "ams-2"}},
-		{addr: fmt.Sprintf("127.0.0.12:%d", c.DNSPort), servers: []string{"ns1.de-fra.demo.example"}, nsids: []string{"fra-1"}},
-		{addr: fmt.Sprintf("127.0.0.13:%d", c.DNSPort), servers: []string{"ns1.gb-lhr.demo.example"}, nsids: []string{"lhr-1"}},
+	truthBefore, err := l.Truth(ctx)
+	if err != nil {
+		return err
 	}
-	step("starting DNS servers: 127.0.0.11 answers as AMS (two servers), .12 as FRA, .13 as LHR (port %d, UDP and TCP)", c.DNSPort)
-	for _, s := range sites {
-		if err := s.start(); err != nil {
-			if c.DNSPort < 1024 && os.Geteuid() != 0 {
-				err = fmt.Errorf("%w (port %d needs root; try --dns-port 8053)", err, c.DNSPort)
-			}
-			return err
+	var vps []string
+	for _, e := range truthBefore.VantagePoints {
+		if !slices.Contains(vps, e.VantagePoint) {
+			vps = append(vps, e.VantagePoint)
 		}
-		defer s.stop()
 	}
 
-	step("starting the collector")
+	step("starting the collector on the management network (%s)", c.Listen)
 	readyFile := filepath.Join(dir, "collector.addr")
-	coll := exec.CommandContext(ctx, self, "collector", "--db", dsn, "--listen", "127.0.0.1:0", "--ready-file", readyFile, "--log-level", "warn")
-	coll.Stdout, coll.Stderr = os.Stderr, os.Stderr
+	collLog, err := os.Create(filepath.Join(dir, "collector.log"))
+	if err != nil {
+		return err
+	}
+	defer collLog.Close()
+	coll := exec.CommandContext(ctx, self, "collector", "--db", dsn, "--listen", c.Listen, "--ready-file", readyFile)
+	coll.Stdout, coll.Stderr = collLog, collLog
+	coll.Cancel = func() error { return coll.Process.Signal(os.Interrupt) }
+	coll.WaitDelay = 10 * time.Second
 	if err := coll.Start(); err != nil {
 		return err
 	}
@@ -131,67 +165,224 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		coll.Process.Signal(os.Interrupt)
 		coll.Wait()
 	}()
-	addr, err := waitForFile(ctx, readyFile, 30*time.Second)
-	if err != nil {
-		return fmt.Errorf("collector did not start: %w", err)
+	if _, err := waitForFile(ctx, readyFile, 30*time.Second); err != nil {
+		return fmt.Errorf("collector did not start (log in %s): %w", collLog.Name(), err)
 	}
 
-	cfg := fmt.Sprintf(`name: demo-vp1
+	step("registering %d vantage points and starting one agent inside each (probing every 5s on average)", len(vps))
+	agents, err := c.startAgents(ctx, l, st, self, dir, vps)
+	defer agents.stop()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := sleepCtx(ctx, c.Baseline); err != nil {
+		return err
+	}
+
+	scenarioAt := time.Now()
+	step("scenario: withdraw %s (BGP), black-hole %s (announced, service dead)", c.Withdraw, c.Blackhole)
+	if err := l.Run(ctx, lab.Step{Do: "withdraw", Target: c.Withdraw}, lab.Step{Do: "blackhole", Target: c.Blackhole}); err != nil {
+		return err
+	}
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	truthAfter, err := l.Truth(ctx)
+	if err != nil {
+		return err
+	}
+	if err := sleepCtx(ctx, c.After); err != nil {
+		return err
+	}
+	step("stopping the agents (each ships what it still holds)")
+	if err := agents.stop(); err != nil {
+		return err
+	}
+	end := time.Now()
+
+	fmt.Fprintln(os.Stderr)
+	printTruth(os.Stderr, "Ground truth before the scenario (from the routers' forwarding tables)", truthBefore)
+	printTruth(os.Stderr, "Ground truth after it", truthAfter)
+	before, err := report.Build(ctx, st, report.Options{Since: start.Add(-time.Minute), Until: scenarioAt})
+	if err != nil {
+		return err
+	}
+	matched, total, mismatches := compareCatchment(before, truthBefore)
+	fmt.Fprintf(os.Stderr, "Catchment measured before the scenario equals lab truth for %d of %d (vantage point, address) pairs.\n", matched, total)
+	for _, m := range mismatches {
+		fmt.Fprintln(os.Stderr, "  mismatch:", m)
+	}
+	fmt.Fprintln(os.Stderr)
+
+	step("report for the whole run (anyscope report --since %s --until %s)", start.Add(-time.Minute).UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339))
+	r, err := report.Build(ctx, st, report.Options{Since: start.Add(-time.Minute), Until: end})
+	if err != nil {
+		return err
+	}
+	if c.Format == "json" {
+		err = report.WriteJSON(os.Stdout, r)
+	} else {
+		err = report.WriteMarkdown(os.Stdout, r)
+	}
+	if err != nil {
+		return err
+	}
+	if matched != total {
+		return fmt.Errorf("the measured catchment disagrees with the lab's ground truth for %d pairs", total-matched)
+	}
+	return nil
+}
+
+// demoAgents are the agent processes of the demo, one per vantage point.
+type demoAgents struct {
+	mu   sync.Mutex
+	cmds []*exec.Cmd
+	logs []*os.File
+	done bool
+	errs []error
+}
+
+// startAgents registers every vantage point and starts its agent inside its
+// namespace, talking to the collector over the management network.
+func (c *DemoCmd) startAgents(ctx context.Context, l *lab.Lab, st *store.Store, self, dir string, vps []string) (*demoAgents, error) {
+	a := &demoAgents{}
+	for _, vp := range vps {
+		vdir := filepath.Join(dir, vp)
+		if err := os.MkdirAll(vdir, 0o700); err != nil {
+			return a, err
+		}
+		_, token, err := st.AddAgent(ctx, store.AgentSpec{Name: vp, Region: "lab"})
+		if err != nil {
+			return a, err
+		}
+		tokenFile := filepath.Join(vdir, "token")
+		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+			return a, err
+		}
+		cfg := fmt.Sprintf(`name: %s
 collector: http://%s
 token_file: %s
 spool_dir: %s
-allow: [127.0.0.0/8]
-dns_port: %d
+allow: [192.0.2.0/24, "2001:db8:53::/48"]
 timeout: 1s
-location: {lat: %g, lon: %g, region: loopback}
-`, addr, filepath.Join(dir, "token"), filepath.Join(dir, "spool"), c.DNSPort, lat, lon)
-	cfgPath := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return err
+`, vp, c.Listen, tokenFile, filepath.Join(vdir, "spool"))
+		cfgPath := filepath.Join(vdir, "agent.yaml")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			return a, err
+		}
+		logf, err := os.Create(filepath.Join(vdir, "agent.log"))
+		if err != nil {
+			return a, err
+		}
+		cmd, err := l.Command(context.WithoutCancel(ctx), vp, self, "agent", "--config", cfgPath)
+		if err != nil {
+			logf.Close()
+			return a, err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return a, fmt.Errorf("agent in %s: %w", vp, err)
+		}
+		a.cmds = append(a.cmds, cmd)
+		a.logs = append(a.logs, logf)
 	}
-	for i := 1; i <= c.Rounds; i++ {
-		if i == c.Rounds {
-			step("LHR is withdrawn: traffic to 127.0.0.13 now reaches AMS")
-			sites[2].setIdentity([]string{"ns3.nl-ams.demo.example"}, []string{"ams-3"})
-		}
-		step("agent round %d/%d (a fresh agent process each round)", i, c.Rounds)
-		ag := exec.CommandContext(ctx, self, "agent", "--config", cfgPath, "--once", "--log-level", "warn")
-		ag.Stdout, ag.Stderr = os.Stderr, os.Stderr
-		if err := ag.Run(); err != nil {
-			return fmt.Errorf("agent round %d: %w", i, err)
-		}
-		if i < c.Rounds {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Second):
-			}
-		}
-	}
+	return a, nil
+}
 
-	step("report (anyscope report --since 1h --format %s)", c.Format)
-	rep := exec.CommandContext(ctx, self, "report", "--db", dsn, "--since", "1h", "--format", c.Format, "--log-level", "warn")
-	rep.Stdout, rep.Stderr = os.Stdout, os.Stderr
-	return rep.Run()
+// stop asks every agent to stop (SIGINT: each finishes its upload and
+// flushes its spool), waits for them, and returns the first failure.
+func (a *demoAgents) stop() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.done {
+		return errors.Join(a.errs...)
+	}
+	a.done = true
+	for _, cmd := range a.cmds {
+		cmd.Process.Signal(syscall.SIGINT)
+	}
+	for i, cmd := range a.cmds {
+		timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+		if err := cmd.Wait(); err != nil {
+			a.errs = append(a.errs, fmt.Errorf("agent %d (log %s): %w", i+1, a.logs[i].Name(), err))
+		}
+		timer.Stop()
+		a.logs[i].Close()
+	}
+	return errors.Join(a.errs...)
+}
+
+// compareCatchment checks, for every (vantage point, address) of the truth,
+// that the report's catchment names one of the sites routing leads to.
+func compareCatchment(r *report.Report, truth *lab.Truth) (matched, total int, mismatches []string) {
+	got := map[string]string{}
+	for _, t := range r.Targets {
+		for _, c := range t.Catchment {
+			got[c.VantagePoint+" "+c.Address.String()] = c.Site
+		}
+	}
+	for _, e := range truth.VantagePoints {
+		if len(e.Sites) == 0 {
+			continue
+		}
+		total++
+		site, ok := got[e.VantagePoint+" "+e.Address]
+		if ok && slices.ContainsFunc(e.Sites, func(s string) bool { return strings.EqualFold(s, site) }) {
+			matched++
+			continue
+		}
+		if !ok {
+			site = "(no catchment)"
+		}
+		mismatches = append(mismatches, fmt.Sprintf("%s %s: measured %s, routing leads to %s", e.VantagePoint, e.Address, site, strings.Join(e.Sites, "+")))
+	}
+	return matched, total, mismatches
+}
+
+// printTruth writes a truth table: one line per vantage point.
+func printTruth(w io.Writer, title string, t *lab.Truth) {
+	fmt.Fprintln(w, title+":")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VANTAGE POINT\tADDRESS\tSITES\tNOTE")
+	for _, e := range t.VantagePoints {
+		note := e.Problem
+		if e.Blackholed {
+			note = "black-holed: announced, service dead"
+		}
+		sites := strings.Join(e.Sites, "+")
+		if sites == "" {
+			sites = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", e.VantagePoint, e.Address, sites, note)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // waitForFile waits until path exists and returns its first line.
 func waitForFile(ctx context.Context, path string, timeout time.Duration) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if f, err := os.Open(path); err == nil {
-			line, rerr := bufio.NewReader(f).ReadString('\n')
-			f.Close()
-			if rerr == nil || rerr == io.EOF {
-				if s := strings.TrimSpace(line); s != "" {
-					return s, nil
-				}
+		if b, err := os.ReadFile(path); err == nil {
+			if s, _, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(s) != "" {
+				return strings.TrimSpace(s), nil
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return "", err
 		}
 	}
 	return "", fmt.Errorf("%s did not appear within %s", path, timeout)
