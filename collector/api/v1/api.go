@@ -54,26 +54,66 @@ type Batch struct {
 // Kind is the probe kind that produced a result.
 type Kind string
 
-// Probe kinds. Later kinds (ping, trace, tcp, http) are added here.
+// Probe kinds.
 const (
+	// KindDNS: one DNS identity transaction (CHAOS TXT or NSID).
 	KindDNS Kind = "dns"
+	// KindPing: a series of ICMP echo requests; Ping holds the summary.
+	KindPing Kind = "ping"
+	// KindTrace: a Paris traceroute (constant flow identifier); Trace holds
+	// the hops.
+	KindTrace Kind = "trace"
+	// KindSession: one long-lived connection (DNS over TCP, or HTTP
+	// keep-alive) carrying identity queries at a fixed interval until it ends;
+	// Session holds its life.
+	KindSession Kind = "session"
+	// KindHTTP: one HTTP(S) request whose answer names the serving site
+	// (a header or body pattern); HTTP holds status, identity and timings.
+	KindHTTP Kind = "http"
 )
+
+// Kinds lists every probe kind.
+var Kinds = []Kind{KindDNS, KindPing, KindTrace, KindSession, KindHTTP}
 
 // Transport is the protocol a probe used to reach the target.
 type Transport string
 
 // Transports.
 const (
-	TransportUDP Transport = "udp"
-	TransportTCP Transport = "tcp"
+	TransportUDP  Transport = "udp"
+	TransportTCP  Transport = "tcp"
+	TransportICMP Transport = "icmp"
 )
 
-// DNS identity queries.
+// Queries: the variant of a probe kind.
 const (
+	// DNS identity queries.
 	QueryHostnameBind = "hostname.bind" // CH TXT hostname.bind.
 	QueryIDServer     = "id.server"     // CH TXT id.server.
 	QueryNSID         = "nsid"          // an IN query carrying an empty EDNS NSID option
+
+	QueryEcho = "echo" // ping
+
+	// Traceroute methods; the transport says which packets probe.
+	QueryParis = "paris" // constant flow identifier for every TTL
+
+	// Session protocols.
+	QuerySessionDNS  = "dns"  // DNS over TCP (RFC 7766, keepalive RFC 7828), CHAOS+NSID queries
+	QuerySessionHTTP = "http" // HTTP/1.1 keep-alive, identity from the configured header
+
+	// HTTP methods.
+	QueryGet  = "GET"
+	QueryHead = "HEAD"
 )
+
+// validQueries are the (kind, transport, query) combinations a result may carry.
+var validQueries = map[Kind]map[Transport][]string{
+	KindDNS:     {TransportUDP: {QueryHostnameBind, QueryIDServer, QueryNSID}, TransportTCP: {QueryHostnameBind, QueryIDServer, QueryNSID}},
+	KindPing:    {TransportICMP: {QueryEcho}},
+	KindTrace:   {TransportUDP: {QueryParis}, TransportICMP: {QueryParis}, TransportTCP: {QueryParis}},
+	KindSession: {TransportTCP: {QuerySessionDNS, QuerySessionHTTP}},
+	KindHTTP:    {TransportTCP: {QueryGet, QueryHead}},
+}
 
 // Result is one measurement: one probe transaction from one agent to one
 // address of one target.
@@ -103,8 +143,111 @@ type Result struct {
 	// Failure is empty on success, otherwise one of the classified failures.
 	Failure Failure `json:"failure,omitempty"`
 	// DNS holds what a DNS probe measured (nil for other kinds, and may be nil
-	// when the probe failed before any answer).
-	DNS *DNSValues `json:"dns,omitempty"`
+	// when the probe failed before any answer). Exactly the field of the
+	// result's kind may be set.
+	DNS     *DNSValues     `json:"dns,omitempty"`
+	Ping    *PingValues    `json:"ping,omitempty"`
+	Trace   *TraceValues   `json:"trace,omitempty"`
+	Session *SessionValues `json:"session,omitempty"`
+	HTTP    *HTTPValues    `json:"http,omitempty"`
+}
+
+// PingValues summarise one ping series. RTTs are in microseconds.
+type PingValues struct {
+	Sent     int   `json:"sent"`
+	Received int   `json:"received"`
+	MinUS    int64 `json:"min_us,omitempty"`
+	AvgUS    int64 `json:"avg_us,omitempty"`
+	MaxUS    int64 `json:"max_us,omitempty"`
+	StddevUS int64 `json:"stddev_us,omitempty"`
+	// ReplyTTL is the TTL (hop limit) of the last reply: it hints at how
+	// many hops away the answering site is.
+	ReplyTTL int `json:"reply_ttl,omitempty"`
+	// Privileged says whether a raw socket was used (else an unprivileged
+	// ICMP datagram socket).
+	Privileged bool `json:"privileged,omitempty"`
+}
+
+// TraceValues is one Paris traceroute.
+type TraceValues struct {
+	// Flow is the flow identifier held constant for every TTL, e.g.
+	// "udp sport=33000 dport=33435" or "icmp id=4242 checksum=0xbeef".
+	Flow string `json:"flow"`
+	// Engine is the implementation ("anyscope" or "scamper").
+	Engine string `json:"engine,omitempty"`
+	// Hops, one per probe sent, ordered by TTL then attempt.
+	Hops []TraceHop `json:"hops"`
+	// Reached is true when the destination itself answered.
+	Reached bool `json:"reached"`
+	// Stop says why the trace ended: "reached", "unreachable", "gap_limit",
+	// "max_ttl", "timeout".
+	Stop string `json:"stop"`
+}
+
+// TraceHop is one probe of a traceroute and its answer.
+type TraceHop struct {
+	TTL     int `json:"ttl"`
+	Attempt int `json:"attempt,omitempty"`
+	// Addr is the address that answered; empty for a star (no answer:
+	// rate-limited or filtered, not a black hole).
+	Addr     string `json:"addr,omitempty"`
+	RTTUS    int64  `json:"rtt_us,omitempty"`
+	ICMPType int    `json:"icmp_type,omitempty"`
+	ICMPCode int    `json:"icmp_code,omitempty"`
+	ReplyTTL int    `json:"reply_ttl,omitempty"`
+	MPLS     []MPLS `json:"mpls,omitempty"`
+}
+
+// MPLS is one label stack entry from an ICMP extension (RFC 4950).
+type MPLS struct {
+	Label uint32 `json:"label"`
+	TC    uint8  `json:"tc"`
+	S     bool   `json:"s"`
+	TTL   uint8  `json:"ttl"`
+}
+
+// Session ends.
+const (
+	EndServerClose     = "server_close"     // orderly close (FIN) by the server: not a switch
+	EndReset           = "reset"            // RST: typical when packets reach a site without state
+	EndTimeout         = "timeout"          // answers stopped: silently dropped or black-holed
+	EndIdentityChanged = "identity_changed" // another server answered on the same connection
+	EndLifeEnded       = "life_ended"       // the agent closed it at the end of its configured life
+	EndConnectFailed   = "connect_failed"   // no connection at all (see Failure)
+	EndError           = "error"            // a malformed answer or another error (see Failure)
+)
+
+// SessionValues describe one long-lived connection, from connect to end.
+type SessionValues struct {
+	OpenedAt time.Time `json:"opened_at"`
+	ClosedAt time.Time `json:"closed_at"`
+	// Queries sent and Answers received on this connection, in order.
+	Queries int             `json:"queries"`
+	Answers []SessionAnswer `json:"answers,omitempty"`
+	// End says how the connection ended (End* constants).
+	End string `json:"end"`
+}
+
+// SessionAnswer is one identity answer on a session.
+type SessionAnswer struct {
+	At       time.Time `json:"at"`
+	Identity string    `json:"identity"`
+	RTTUS    int64     `json:"rtt_us,omitempty"`
+}
+
+// HTTPValues is what one HTTP identity request saw.
+type HTTPValues struct {
+	Scheme string `json:"scheme"` // http or https
+	Host   string `json:"host,omitempty"`
+	Status int    `json:"status,omitempty"`
+	// Identity is the site-naming string extracted (by the target's header
+	// or body rule); Source says where it came from, e.g. "header:CF-Ray".
+	Identity string `json:"identity,omitempty"`
+	Source   string `json:"source,omitempty"`
+	// Timings from the start of the request, in microseconds.
+	ConnectUS   int64 `json:"connect_us,omitempty"`
+	TLSUS       int64 `json:"tls_us,omitempty"`
+	FirstByteUS int64 `json:"first_byte_us,omitempty"`
 }
 
 // DNSValues is what one DNS identity transaction measured.
@@ -179,4 +322,24 @@ type ScheduleTarget struct {
 	// NSIDQName is the name asked (class IN, type SOA) to elicit an NSID;
 	// "." when empty.
 	NSIDQName string `json:"nsid_qname,omitempty"`
+	// HTTP says how to ask an HTTP target who it is (for the http and
+	// session probes); nil for DNS-only targets.
+	HTTP *HTTPSpec `json:"http,omitempty"`
+	// SessionLifeSeconds is how long a long-lived session is kept open
+	// before the agent closes it and reconnects (0: the agent's default).
+	SessionLifeSeconds float64 `json:"session_life_s,omitempty"`
+}
+
+// HTTPSpec tells the HTTP probes how to reach a target and where its site is.
+type HTTPSpec struct {
+	Scheme string `json:"scheme"`           // http or https
+	Port   int    `json:"port,omitempty"`   // 0: 80 or 443
+	Host   string `json:"host,omitempty"`   // Host header and TLS SNI
+	Path   string `json:"path,omitempty"`   // default "/"
+	Method string `json:"method,omitempty"` // GET (default) or HEAD
+	// Headers to read the identity from, in order (e.g. "X-Served-By",
+	// "CF-Ray"); BodyPattern is a regexp with one group applied to the
+	// body's first 64 KiB when no header matched (e.g. "(?m)^colo=(\w+)$").
+	Headers     []string `json:"headers,omitempty"`
+	BodyPattern string   `json:"body_pattern,omitempty"`
 }

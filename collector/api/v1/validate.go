@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -95,20 +96,19 @@ func (r *Result) Validate() error {
 	if err != nil || a.Zone() != "" {
 		return fmt.Errorf("%w: address %q: want an IPv4 or IPv6 address without zone", ErrInvalid, Clip(r.Address))
 	}
-	switch r.Kind {
-	case KindDNS:
-		switch r.Query {
-		case QueryHostnameBind, QueryIDServer, QueryNSID:
-		default:
-			return fmt.Errorf("%w: query %q is not a DNS identity query", ErrInvalid, Clip(r.Query))
-		}
-	default:
+	byTransport, ok := validQueries[r.Kind]
+	if !ok {
 		return fmt.Errorf("%w: kind %q", ErrInvalid, Clip(string(r.Kind)))
 	}
-	switch r.Transport {
-	case TransportUDP, TransportTCP:
-	default:
-		return fmt.Errorf("%w: transport %q", ErrInvalid, Clip(string(r.Transport)))
+	queries, ok := byTransport[r.Transport]
+	if !ok {
+		return fmt.Errorf("%w: transport %q for kind %s", ErrInvalid, Clip(string(r.Transport)), r.Kind)
+	}
+	if !slices.Contains(queries, r.Query) {
+		return fmt.Errorf("%w: query %q for kind %s over %s", ErrInvalid, Clip(r.Query), r.Kind, r.Transport)
+	}
+	if n := r.valueCount(); n > 1 || n == 1 && !r.valuesMatchKind() {
+		return fmt.Errorf("%w: values of another kind than %s", ErrInvalid, r.Kind)
 	}
 	if r.RTTMicros < 0 || r.RTTMicros > MaxRTT.Microseconds() {
 		return fmt.Errorf("%w: rtt_us %d out of range 0..%d", ErrInvalid, r.RTTMicros, MaxRTT.Microseconds())
@@ -116,8 +116,156 @@ func (r *Result) Validate() error {
 	if !r.Failure.Valid() {
 		return fmt.Errorf("%w: failure %q is not a classified failure", ErrInvalid, Clip(string(r.Failure)))
 	}
-	if r.DNS != nil {
-		if err := r.DNS.validate(); err != nil {
+	switch {
+	case r.DNS != nil:
+		return r.DNS.validate()
+	case r.Ping != nil:
+		return r.Ping.validate()
+	case r.Trace != nil:
+		return r.Trace.validate()
+	case r.Session != nil:
+		return r.Session.validate()
+	case r.HTTP != nil:
+		return r.HTTP.validate()
+	}
+	return nil
+}
+
+func (r *Result) valueCount() int {
+	n := 0
+	for _, set := range []bool{r.DNS != nil, r.Ping != nil, r.Trace != nil, r.Session != nil, r.HTTP != nil} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *Result) valuesMatchKind() bool {
+	switch r.Kind {
+	case KindDNS:
+		return r.DNS != nil
+	case KindPing:
+		return r.Ping != nil
+	case KindTrace:
+		return r.Trace != nil
+	case KindSession:
+		return r.Session != nil
+	case KindHTTP:
+		return r.HTTP != nil
+	}
+	return false
+}
+
+// Bounds of the non-DNS values.
+const (
+	MaxTraceHops      = 255 * 4 // TTLs × attempts
+	MaxMPLSLabels     = 8
+	MaxSessionAnswers = 10000
+	maxMicros         = int64(MaxRTT / time.Microsecond)
+)
+
+func micros(field string, v int64) error {
+	if v < 0 || v > maxMicros {
+		return fmt.Errorf("%w: %s %d out of range 0..%d", ErrInvalid, field, v, maxMicros)
+	}
+	return nil
+}
+
+func (p *PingValues) validate() error {
+	if p.Sent < 0 || p.Sent > 10000 || p.Received < 0 || p.Received > p.Sent {
+		return fmt.Errorf("%w: ping sent %d received %d", ErrInvalid, p.Sent, p.Received)
+	}
+	for f, v := range map[string]int64{"ping.min_us": p.MinUS, "ping.avg_us": p.AvgUS, "ping.max_us": p.MaxUS, "ping.stddev_us": p.StddevUS} {
+		if err := micros(f, v); err != nil {
+			return err
+		}
+	}
+	if p.ReplyTTL < 0 || p.ReplyTTL > 255 {
+		return fmt.Errorf("%w: ping.reply_ttl %d", ErrInvalid, p.ReplyTTL)
+	}
+	return nil
+}
+
+func (t *TraceValues) validate() error {
+	if err := CheckText("trace.flow", t.Flow, 128); err != nil {
+		return err
+	}
+	if err := CheckText("trace.engine", t.Engine, 32); err != nil {
+		return err
+	}
+	switch t.Stop {
+	case "reached", "unreachable", "gap_limit", "max_ttl", "timeout", "":
+	default:
+		return fmt.Errorf("%w: trace.stop %q", ErrInvalid, Clip(t.Stop))
+	}
+	if len(t.Hops) > MaxTraceHops {
+		return fmt.Errorf("%w: trace has %d hops, at most %d", ErrInvalid, len(t.Hops), MaxTraceHops)
+	}
+	for i, h := range t.Hops {
+		if h.TTL < 1 || h.TTL > 255 || h.Attempt < 0 || h.Attempt > 16 {
+			return fmt.Errorf("%w: trace.hops[%d]: ttl %d attempt %d", ErrInvalid, i, h.TTL, h.Attempt)
+		}
+		if h.Addr != "" {
+			if a, err := netip.ParseAddr(h.Addr); err != nil || a.Zone() != "" {
+				return fmt.Errorf("%w: trace.hops[%d].addr %q", ErrInvalid, i, Clip(h.Addr))
+			}
+		}
+		if err := micros(fmt.Sprintf("trace.hops[%d].rtt_us", i), h.RTTUS); err != nil {
+			return err
+		}
+		if h.ICMPType < 0 || h.ICMPType > 255 || h.ICMPCode < 0 || h.ICMPCode > 255 || h.ReplyTTL < 0 || h.ReplyTTL > 255 {
+			return fmt.Errorf("%w: trace.hops[%d]: icmp %d/%d reply ttl %d", ErrInvalid, i, h.ICMPType, h.ICMPCode, h.ReplyTTL)
+		}
+		if len(h.MPLS) > MaxMPLSLabels {
+			return fmt.Errorf("%w: trace.hops[%d] has %d MPLS labels", ErrInvalid, i, len(h.MPLS))
+		}
+		for _, m := range h.MPLS {
+			if m.Label >= 1<<20 || m.TC > 7 {
+				return fmt.Errorf("%w: trace.hops[%d]: MPLS label %d tc %d", ErrInvalid, i, m.Label, m.TC)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *SessionValues) validate() error {
+	switch s.End {
+	case EndServerClose, EndReset, EndTimeout, EndIdentityChanged, EndLifeEnded, EndConnectFailed, EndError:
+	default:
+		return fmt.Errorf("%w: session.end %q", ErrInvalid, Clip(s.End))
+	}
+	if s.OpenedAt.IsZero() || s.ClosedAt.Before(s.OpenedAt) {
+		return fmt.Errorf("%w: session opened %s, closed %s", ErrInvalid, s.OpenedAt, s.ClosedAt)
+	}
+	if s.Queries < 0 || s.Queries > MaxSessionAnswers || len(s.Answers) > s.Queries {
+		return fmt.Errorf("%w: session has %d queries and %d answers", ErrInvalid, s.Queries, len(s.Answers))
+	}
+	for i, a := range s.Answers {
+		if err := CheckText(fmt.Sprintf("session.answers[%d].identity", i), a.Identity, 4*MaxStringLen); err != nil {
+			return err
+		}
+		if err := micros(fmt.Sprintf("session.answers[%d].rtt_us", i), a.RTTUS); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *HTTPValues) validate() error {
+	if h.Scheme != "http" && h.Scheme != "https" {
+		return fmt.Errorf("%w: http.scheme %q", ErrInvalid, Clip(h.Scheme))
+	}
+	if h.Status < 0 || h.Status > 999 {
+		return fmt.Errorf("%w: http.status %d", ErrInvalid, h.Status)
+	}
+	for f, v := range map[string]string{"http.host": h.Host, "http.identity": h.Identity, "http.source": h.Source} {
+		if err := CheckText(f, v, 4*MaxStringLen); err != nil {
+			return err
+		}
+	}
+	for f, v := range map[string]int64{"http.connect_us": h.ConnectUS, "http.tls_us": h.TLSUS, "http.first_byte_us": h.FirstByteUS} {
+		if err := micros(f, v); err != nil {
 			return err
 		}
 	}

@@ -32,7 +32,34 @@ func TestResultValidate(t *testing.T) {
 		{"bad address", func(r *Result) { r.Address = "example.org" }, "address"},
 		{"zone", func(r *Result) { r.Address = "fe80::1%lo" }, "without zone"},
 		{"kind", func(r *Result) { r.Kind = "ping" }, "kind"},
-		{"query for kind", func(r *Result) { r.Query = "version.bind" }, "not a DNS identity query"},
+		{"query for kind", func(r *Result) { r.Query = "version.bind" }, `query "version.bind" for kind dns over tcp`},
+		{"transport for kind", func(r *Result) { r.Transport = TransportICMP }, "transport \"icmp\" for kind dns"},
+		{"values of another kind", func(r *Result) { r.Ping = &PingValues{Sent: 1} }, "values of another kind"},
+		{"ping", func(r *Result) {
+			r.Kind, r.Transport, r.Query, r.DNS = KindPing, TransportICMP, QueryEcho, nil
+			r.Ping = &PingValues{Sent: 3, Received: 4}
+		}, "ping sent 3 received 4"},
+		{"trace star", func(r *Result) {
+			r.Kind, r.Transport, r.Query, r.DNS = KindTrace, TransportUDP, QueryParis, nil
+			r.Trace = &TraceValues{Flow: "udp sport=33000 dport=33435", Hops: []TraceHop{{TTL: 1, Addr: "198.18.0.1", RTTUS: 100}, {TTL: 2}}, Stop: "gap_limit"}
+		}, ""},
+		{"trace bad hop", func(r *Result) {
+			r.Kind, r.Transport, r.Query, r.DNS = KindTrace, TransportICMP, QueryParis, nil
+			r.Trace = &TraceValues{Flow: "icmp", Hops: []TraceHop{{TTL: 1, Addr: "not-an-ip"}}}
+		}, "trace.hops[0].addr"},
+		{"session", func(r *Result) {
+			r.Kind, r.Transport, r.Query, r.DNS = KindSession, TransportTCP, QuerySessionDNS, nil
+			r.Session = &SessionValues{OpenedAt: r.MeasuredAt, ClosedAt: r.MeasuredAt.Add(time.Minute), Queries: 2,
+				Answers: []SessionAnswer{{At: r.MeasuredAt, Identity: "ams-1"}}, End: EndReset}
+		}, ""},
+		{"session end", func(r *Result) {
+			r.Kind, r.Transport, r.Query, r.DNS = KindSession, TransportTCP, QuerySessionDNS, nil
+			r.Session = &SessionValues{OpenedAt: r.MeasuredAt, ClosedAt: r.MeasuredAt, End: "vanished"}
+		}, "session.end"},
+		{"http", func(r *Result) {
+			r.Kind, r.Transport, r.Query, r.DNS = KindHTTP, TransportTCP, QueryGet, nil
+			r.HTTP = &HTTPValues{Scheme: "gopher"}
+		}, "http.scheme"},
 		{"transport", func(r *Result) { r.Transport = "sctp" }, "transport"},
 		{"rtt", func(r *Result) { r.RTTMicros = int64(MaxRTT/time.Microsecond) + 1 }, "rtt_us"},
 		{"failure", func(r *Result) { r.Failure = "oops" }, "classified failure"},
