@@ -64,6 +64,113 @@ type batch struct {
 	rows    []resultRow
 	maxSeq  int64
 	days    []int64 // distinct UTC days (since the epoch) of the rows, ascending
+
+	hops     hopColumns     // of trace results
+	sessions sessionColumns // of session results
+}
+
+// hopColumns are trace_hops rows, column by column (for unnest).
+type hopColumns struct {
+	at                           []time.Time
+	seq                          []int64
+	ttl, attempt                 []int16
+	hop, mpls                    []*string
+	rtt                          []*int64
+	icmpType, icmpCode, replyTTL []*int16
+}
+
+// sessionColumns are sessions rows, column by column (for unnest).
+type sessionColumns struct {
+	at, closed                  []time.Time
+	seq, targetID               []int64
+	addr, protocol, end         []string
+	queries, answers            []int32
+	firstIdentity, lastIdentity []*string
+}
+
+const insertHops = `INSERT INTO trace_hops (agent_id, measured_at, seq, ttl, attempt, hop, rtt_us, icmp_type, icmp_code, reply_ttl, mpls)
+	SELECT $1, u.at, u.seq, u.ttl, u.attempt, u.hop::inet, u.rtt, u.it, u.ic, u.rttl, u.mpls::jsonb
+	FROM unnest($2::timestamptz[], $3::bigint[], $4::smallint[], $5::smallint[], $6::text[], $7::bigint[],
+	            $8::smallint[], $9::smallint[], $10::smallint[], $11::text[])
+	     AS u(at, seq, ttl, attempt, hop, rtt, it, ic, rttl, mpls)
+	ON CONFLICT DO NOTHING`
+
+const insertSessions = `INSERT INTO sessions (agent_id, measured_at, seq, target_id, address, protocol, closed_at, end_reason, queries, answers, first_identity, last_identity)
+	SELECT $1, u.at, u.seq, u.tid, u.addr::inet, u.proto, u.closed, u.reason, u.q, u.a, u.fi, u.li
+	FROM unnest($2::timestamptz[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[],
+	            $8::text[], $9::int[], $10::int[], $11::text[], $12::text[])
+	     AS u(at, seq, tid, addr, proto, closed, reason, q, a, fi, li)
+	ON CONFLICT DO NOTHING`
+
+// children records the trace hops and the session of r, stored beside it.
+func (b *batch) children(r *api.Result, row *resultRow) error {
+	if t := r.Trace; t != nil {
+		for _, h := range t.Hops {
+			b.hops.at = append(b.hops.at, r.MeasuredAt)
+			b.hops.seq = append(b.hops.seq, row.seq)
+			b.hops.ttl = append(b.hops.ttl, int16(h.TTL))
+			b.hops.attempt = append(b.hops.attempt, int16(h.Attempt))
+			var hop, mpls *string
+			var rtt *int64
+			var it, ic, rttl *int16
+			if h.Addr != "" {
+				hop, rtt = &h.Addr, &h.RTTUS
+				t, c, l := int16(h.ICMPType), int16(h.ICMPCode), int16(h.ReplyTTL)
+				it, ic, rttl = &t, &c, &l
+			}
+			if len(h.MPLS) > 0 {
+				j, err := json.Marshal(h.MPLS)
+				if err != nil {
+					return err
+				}
+				m := string(j)
+				mpls = &m
+			}
+			b.hops.hop = append(b.hops.hop, hop)
+			b.hops.rtt = append(b.hops.rtt, rtt)
+			b.hops.icmpType = append(b.hops.icmpType, it)
+			b.hops.icmpCode = append(b.hops.icmpCode, ic)
+			b.hops.replyTTL = append(b.hops.replyTTL, rttl)
+			b.hops.mpls = append(b.hops.mpls, mpls)
+		}
+	}
+	if ss := r.Session; ss != nil {
+		c := &b.sessions
+		c.at = append(c.at, r.MeasuredAt)
+		c.closed = append(c.closed, ss.ClosedAt)
+		c.seq = append(c.seq, row.seq)
+		c.targetID = append(c.targetID, row.targetID)
+		c.addr = append(c.addr, row.addr.String())
+		c.protocol = append(c.protocol, r.Query)
+		c.end = append(c.end, ss.End)
+		c.queries = append(c.queries, int32(ss.Queries))
+		c.answers = append(c.answers, int32(len(ss.Answers)))
+		var first, last *string
+		if n := len(ss.Answers); n > 0 {
+			first, last = &ss.Answers[0].Identity, &ss.Answers[n-1].Identity
+		}
+		c.firstIdentity = append(c.firstIdentity, first)
+		c.lastIdentity = append(c.lastIdentity, last)
+	}
+	return nil
+}
+
+// insertChildren stores the batch's trace hops and sessions; like results,
+// re-delivered rows are no-ops.
+func (b *batch) insertChildren(ctx context.Context, tx pgx.Tx) error {
+	if h := &b.hops; len(h.seq) > 0 {
+		if _, err := tx.Exec(ctx, insertHops, b.agentID, h.at, h.seq, h.ttl, h.attempt, h.hop, h.rtt,
+			h.icmpType, h.icmpCode, h.replyTTL, h.mpls); err != nil {
+			return fmt.Errorf("trace hops: %w", err)
+		}
+	}
+	if c := &b.sessions; len(c.seq) > 0 {
+		if _, err := tx.Exec(ctx, insertSessions, b.agentID, c.at, c.seq, c.targetID, c.addr, c.protocol,
+			c.closed, c.end, c.queries, c.answers, c.firstIdentity, c.lastIdentity); err != nil {
+			return fmt.Errorf("sessions: %w", err)
+		}
+	}
+	return nil
 }
 
 // prepare converts results to rows, resolving target names to ids.
@@ -96,16 +203,35 @@ func (s *Store) prepare(ctx context.Context, agentID int64, results []api.Result
 			kind: string(r.Kind), transport: string(r.Transport), query: r.Query, failure: string(r.Failure),
 			rtt: r.RTTMicros, rttNull: r.RTTMicros == 0 && r.Failure != api.FailureNone,
 		}
-		if d := r.DNS; d != nil {
-			row.rcode, row.identity = d.Rcode, d.Identity
+		var values any
+		switch {
+		case r.DNS != nil:
+			d := r.DNS
+			values, row.rcode, row.identity = d, d.Rcode, d.Identity
 			if d.NSIDHex != "" {
 				if row.nsid, err = hex.DecodeString(d.NSIDHex); err != nil {
 					return nil, fmt.Errorf("%w: results[%d]: dns.nsid_hex is not hex", ErrInvalid, i)
 				}
 			}
-			if row.detail, err = json.Marshal(d); err != nil {
-				return nil, fmt.Errorf("%w: results[%d]: dns: %w", ErrInvalid, i, err)
+		case r.HTTP != nil:
+			values, row.identity = r.HTTP, r.HTTP.Identity
+		case r.Session != nil:
+			values = r.Session
+			if len(r.Session.Answers) > 0 {
+				row.identity = r.Session.Answers[0].Identity
 			}
+		case r.Ping != nil:
+			values = r.Ping
+		case r.Trace != nil:
+			values = r.Trace
+		}
+		if values != nil {
+			if row.detail, err = json.Marshal(values); err != nil {
+				return nil, fmt.Errorf("%w: results[%d]: %s values: %w", ErrInvalid, i, r.Kind, err)
+			}
+		}
+		if err := b.children(r, row); err != nil {
+			return nil, fmt.Errorf("%w: results[%d]: %w", ErrInvalid, i, err)
 		}
 		b.maxSeq = max(b.maxSeq, row.seq)
 		b.days = append(b.days, utcDay(r.MeasuredAt))
@@ -258,9 +384,11 @@ func (s *Store) insert(ctx context.Context, b *batch) (int64, error) {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"results_staging"}, resultColumns, &rowSource{b: b}); err != nil {
 			return err
 		}
-		tag, err = tx.Exec(ctx, insertFromStaging)
+		if tag, err = tx.Exec(ctx, insertFromStaging); err != nil {
+			return err
+		}
 		accepted = tag.RowsAffected()
-		return err
+		return b.insertChildren(ctx, tx)
 	})
 	if err != nil {
 		// Whatever failed, make sure of the staging table next time (a

@@ -395,3 +395,47 @@ func TestCopyRaw(t *testing.T) {
 	}
 	ingest(t, st, a, rs, 0, 1000)
 }
+
+// TestIngestTraceAndSession: trace hops land one row per probe (a star as a
+// NULL hop) and a session as a record of its own; re-delivery adds nothing.
+func TestIngestTraceAndSession(t *testing.T) {
+	t.Parallel()
+	st, dsn := open(t)
+	a, _ := seed(t, st)
+	at := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
+	rs := []api.Result{
+		{Seq: 1, MeasuredAt: at, Target: "k-root", Address: "192.0.2.53", Kind: api.KindTrace, Transport: api.TransportUDP,
+			Query: api.QueryParis, RTTMicros: 900, Trace: &api.TraceValues{Flow: "udp sport=40000 dport=33435", Stop: "reached", Reached: true,
+				Hops: []api.TraceHop{
+					{TTL: 1, Addr: "198.18.0.1", RTTUS: 100, ICMPType: 11, ReplyTTL: 64},
+					{TTL: 2},
+					{TTL: 3, Addr: "192.0.2.53", RTTUS: 900, ICMPType: 3, ICMPCode: 3, MPLS: []api.MPLS{{Label: 16, S: true, TTL: 1}}},
+				}}},
+		{Seq: 2, MeasuredAt: at.Add(time.Second), Target: "k-root", Address: "2001:db8::53", Kind: api.KindSession, Transport: api.TransportTCP,
+			Query: api.QuerySessionDNS, RTTMicros: 1200, Session: &api.SessionValues{
+				OpenedAt: at.Add(time.Second), ClosedAt: at.Add(time.Minute), Queries: 3, End: api.EndReset,
+				Answers: []api.SessionAnswer{{At: at.Add(time.Second), Identity: "ams-1"}, {At: at.Add(6 * time.Second), Identity: "ams-1"}}}},
+	}
+	for _, r := range rs {
+		if err := r.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ingest(t, st, a, rs, 2, 0)
+	ingest(t, st, a, rs, 0, 2)
+	var hops, stars, mpls, sessions int
+	var end, first string
+	sqlScan(t, dsn, `SELECT count(*), count(*) FILTER (WHERE hop IS NULL), count(mpls) FROM trace_hops`, &hops, &stars, &mpls)
+	sqlScan(t, dsn, `SELECT count(*), min(end_reason), min(first_identity) FROM sessions`, &sessions, &end, &first)
+	if hops != 3 || stars != 1 || mpls != 1 {
+		t.Errorf("trace_hops: %d rows, %d stars, %d with MPLS; want 3, 1, 1", hops, stars, mpls)
+	}
+	if sessions != 1 || end != api.EndReset || first != "ams-1" {
+		t.Errorf("sessions: %d rows, end %q, first identity %q", sessions, end, first)
+	}
+	var identity string
+	sqlScan(t, dsn, `SELECT identity FROM results WHERE kind = 'session'`, &identity)
+	if identity != "ams-1" {
+		t.Errorf("session result identity %q, want its first answer's", identity)
+	}
+}
