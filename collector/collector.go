@@ -387,7 +387,8 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request) {
 	}
 	sch := api.Schedule{Agent: agent.Name, GeneratedAt: s.opts.Now().UTC(), Targets: []api.ScheduleTarget{}}
 	for _, t := range ts {
-		st := api.ScheduleTarget{Name: t.Name, IntervalSeconds: t.Interval.Seconds(), NSIDQName: t.NSIDQName}
+		st := api.ScheduleTarget{Name: t.Name, IntervalSeconds: t.Interval.Seconds(), NSIDQName: t.NSIDQName,
+			HTTP: t.HTTP, SessionLifeSeconds: t.SessionLife.Seconds()}
 		for _, a := range t.Addresses {
 			st.Addresses = append(st.Addresses, a.String())
 		}

@@ -91,3 +91,9 @@ BEGIN
         PERFORM anyscope_ensure_partitions(day, day);
     END LOOP;
 END $$;
+
+-- How HTTP probes reach a target and read its site, and how long sessions
+-- last before the agent reconnects.
+ALTER TABLE targets
+    ADD COLUMN http jsonb,
+    ADD COLUMN session_life_seconds double precision NOT NULL DEFAULT 0 CHECK (session_life_seconds >= 0);

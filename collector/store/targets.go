@@ -24,6 +24,12 @@ type Target struct {
 	NSIDQName string // "" means "."
 	Rules     []analysis.Rule
 	Sites     []analysis.Site // this target's own sites
+	// HTTP says how the http and session probes reach the target; nil when
+	// it has none.
+	HTTP *api.HTTPSpec
+	// SessionLife is how long a long-lived session lasts before the agent
+	// reconnects; 0 leaves it to the agent.
+	SessionLife time.Duration
 }
 
 // ApplyResult names the targets an ApplyTargets changed, or not.
@@ -87,7 +93,17 @@ func (t *Target) normalize() error {
 func (t *Target) same(u *Target) bool {
 	return t.Name == u.Name && slices.Equal(t.Addresses, u.Addresses) && slices.Equal(t.Probes, u.Probes) &&
 		t.Interval.Seconds() == u.Interval.Seconds() && t.NSIDQName == u.NSIDQName &&
-		slices.Equal(t.Rules, u.Rules) && slices.Equal(t.Sites, u.Sites)
+		slices.Equal(t.Rules, u.Rules) && slices.Equal(t.Sites, u.Sites) &&
+		t.SessionLife == u.SessionLife && string(httpJSON(t.HTTP)) == string(httpJSON(u.HTTP))
+}
+
+// httpJSON is the stored form of an HTTP spec (NULL when nil).
+func httpJSON(h *api.HTTPSpec) []byte {
+	if h == nil {
+		return nil
+	}
+	b, _ := json.Marshal(h) // strings and ints only: cannot fail
+	return b
 }
 
 // storedTarget is a row of targets with its sites.
@@ -179,9 +195,9 @@ func rulesJSON(rs []analysis.Rule) []byte {
 func insertTarget(ctx context.Context, tx pgx.Tx, t *Target) error {
 	var id int64
 	err := tx.QueryRow(ctx, `
-		INSERT INTO targets (name, addresses, probes, interval_seconds, nsid_qname, identity_rules)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
-		t.Name, t.Addresses, t.Probes, t.Interval.Seconds(), t.NSIDQName, rulesJSON(t.Rules)).Scan(&id)
+		INSERT INTO targets (name, addresses, probes, interval_seconds, nsid_qname, identity_rules, http, session_life_seconds)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		t.Name, t.Addresses, t.Probes, t.Interval.Seconds(), t.NSIDQName, rulesJSON(t.Rules), httpJSON(t.HTTP), t.SessionLife.Seconds()).Scan(&id)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -191,9 +207,9 @@ func insertTarget(ctx context.Context, tx pgx.Tx, t *Target) error {
 func updateTarget(ctx context.Context, tx pgx.Tx, old *storedTarget, t *Target) error {
 	_, err := tx.Exec(ctx, `
 		UPDATE targets SET addresses = $2, probes = $3, interval_seconds = $4, nsid_qname = $5,
-			identity_rules = $6, updated_at = now(), retired_at = NULL
+			identity_rules = $6, http = $7, session_life_seconds = $8, updated_at = now(), retired_at = NULL
 		WHERE id = $1`,
-		old.id, t.Addresses, t.Probes, t.Interval.Seconds(), t.NSIDQName, rulesJSON(t.Rules))
+		old.id, t.Addresses, t.Probes, t.Interval.Seconds(), t.NSIDQName, rulesJSON(t.Rules), httpJSON(t.HTTP), t.SessionLife.Seconds())
 	if err != nil {
 		return fmt.Errorf("target %s: %w", t.Name, err)
 	}
@@ -236,7 +252,7 @@ func insertSites(ctx context.Context, tx pgx.Tx, targetID int64, t *Target) erro
 // sites, by name; global sites (target_id NULL) are not included.
 func loadTargets(ctx context.Context, db DBTX, active bool) ([]storedTarget, error) {
 	rows, err := db.Query(ctx, `
-		SELECT id, name, addresses, probes, interval_seconds, nsid_qname, identity_rules, retired_at
+		SELECT id, name, addresses, probes, interval_seconds, nsid_qname, identity_rules, retired_at, http, session_life_seconds
 		FROM targets WHERE NOT $1 OR retired_at IS NULL ORDER BY name`, active)
 	if err != nil {
 		return nil, err
@@ -246,9 +262,11 @@ func loadTargets(ctx context.Context, db DBTX, active bool) ([]storedTarget, err
 			t     storedTarget
 			secs  float64
 			rules []rule
+			life  float64
 		)
-		err := r.Scan(&t.id, &t.Name, &t.Addresses, &t.Probes, &secs, &t.NSIDQName, &rules, &t.retired)
+		err := r.Scan(&t.id, &t.Name, &t.Addresses, &t.Probes, &secs, &t.NSIDQName, &rules, &t.retired, &t.HTTP, &life)
 		t.Interval = time.Duration(math.Round(secs * float64(time.Second)))
+		t.SessionLife = time.Duration(math.Round(life * float64(time.Second)))
 		for _, ru := range rules {
 			t.Rules = append(t.Rules, analysis.Rule(ru))
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/anyscope/anyscope/analysis"
+	api "github.com/anyscope/anyscope/collector/api/v1"
 	"github.com/anyscope/anyscope/collector/store"
 )
 
@@ -149,4 +150,36 @@ func TestApplyTargets(t *testing.T) {
 			t.Fatalf("ActiveTargets = %v, %v; want both, untouched", names(ts), err)
 		}
 	})
+}
+
+// TestApplyTargetsHTTP: an HTTP spec and a session life survive the round
+// trip, and changing only them is an update.
+func TestApplyTargetsHTTP(t *testing.T) {
+	t.Parallel()
+	st, _ := open(t)
+	ctx := t.Context()
+	cdn := store.Target{
+		Name: "cdn", Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.80")},
+		Probes: []string{"http", "session"}, Interval: time.Minute, NSIDQName: ".",
+		HTTP:        &api.HTTPSpec{Scheme: "https", Host: "cdn.example.org", Path: "/", Method: "GET", Headers: []string{"CF-Ray"}},
+		SessionLife: 10 * time.Minute,
+	}
+	if _, err := st.ApplyTargets(ctx, []store.Target{cdn}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.ActiveTargets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !reflect.DeepEqual(got[0].HTTP, cdn.HTTP) || got[0].SessionLife != cdn.SessionLife {
+		t.Fatalf("round trip: %+v (http %+v)", got, got[0].HTTP)
+	}
+	cdn.HTTP = &api.HTTPSpec{Scheme: "https", Host: "cdn.example.org", Path: "/", Method: "HEAD", Headers: []string{"CF-Ray"}}
+	res, err := st.ApplyTargets(ctx, []store.Target{cdn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Updated) != 1 {
+		t.Errorf("changing the HTTP method: %+v, want an update", res)
+	}
 }

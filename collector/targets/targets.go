@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,20 @@ type target struct {
 	NSIDQName string        `yaml:"nsid_qname"`
 	Sites     []site        `yaml:"sites"`
 	Identity  []rule        `yaml:"identity"`
+	HTTP      *httpSpec     `yaml:"http"`
+	// SessionLife bounds a long-lived session before the agent reconnects.
+	SessionLife time.Duration `yaml:"session_life"`
+}
+
+// httpSpec is how the http and session probes ask an HTTP target who it is.
+type httpSpec struct {
+	Scheme      string   `yaml:"scheme"`
+	Port        int      `yaml:"port"`
+	Host        string   `yaml:"host"`
+	Path        string   `yaml:"path"`
+	Method      string   `yaml:"method"`
+	Headers     []string `yaml:"headers"`
+	BodyPattern string   `yaml:"body_pattern"`
 }
 
 type site struct {
@@ -60,8 +75,23 @@ type rule struct {
 	Site    string `yaml:"site"`
 }
 
-// supportedProbes are the probe kinds an agent can run today.
-var supportedProbes = map[string]bool{string(api.KindDNS): true}
+// supportedProbes are the probe kinds an agent runs.
+var supportedProbes = map[string]bool{}
+
+func init() {
+	for _, k := range api.Kinds {
+		supportedProbes[string(k)] = true
+	}
+}
+
+// knownProbes lists the probe kinds for error messages.
+func knownProbes() string {
+	names := make([]string, len(api.Kinds))
+	for i, k := range api.Kinds {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
+}
 
 var siteCodeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,15}$`)
 
@@ -213,12 +243,12 @@ func (v *validator) target(p []any, t target) (store.Target, error) {
 		st.Addresses = append(st.Addresses, a)
 	}
 	if len(t.Probes) == 0 {
-		return st, v.fail(at("probes"), "no probe kinds (known: dns)")
+		return st, v.fail(at("probes"), "no probe kinds (known: %s)", knownProbes())
 	}
 	seenProbe := map[string]bool{}
 	for i, k := range t.Probes {
 		if !supportedProbes[k] {
-			return st, v.fail(at("probes", i), "probe kind %q is not supported (known: dns)", k)
+			return st, v.fail(at("probes", i), "probe kind %q is not supported (known: %s)", k, knownProbes())
 		}
 		if seenProbe[k] {
 			return st, v.fail(at("probes", i), "probe kind %q listed twice", k)
@@ -238,6 +268,13 @@ func (v *validator) target(p []any, t target) (store.Target, error) {
 	if _, ok := dnsName(st.NSIDQName); !ok {
 		return st, v.fail(at("nsid_qname"), "%q is not a DNS name", t.NSIDQName)
 	}
+	if err := v.http(at, t, &st); err != nil {
+		return st, err
+	}
+	if t.SessionLife < 0 || t.SessionLife > 24*time.Hour {
+		return st, v.fail(at("session_life"), "%s is out of range 0..24h", t.SessionLife)
+	}
+	st.SessionLife = t.SessionLife
 	seenSite := map[string]bool{}
 	for i, s := range t.Sites {
 		code := strings.ToUpper(s.Code)
@@ -300,4 +337,69 @@ func dnsName(s string) (string, bool) {
 		}
 	}
 	return s, true
+}
+
+// http validates a target's HTTP spec: required by the http probe, and by
+// the session probe when the target has no dns probe to hold a session with.
+func (v *validator) http(at func(k ...any) []any, t target, st *store.Target) error {
+	has := func(k api.Kind) bool { return slices.Contains(t.Probes, string(k)) }
+	h := t.HTTP
+	if h == nil {
+		if has(api.KindHTTP) {
+			return v.fail(at("probes"), "the http probe needs an http: section (scheme, host, headers…)")
+		}
+		if has(api.KindSession) && !has(api.KindDNS) {
+			return v.fail(at("probes"), "the session probe needs the dns probe or an http: section to hold a session with")
+		}
+		return nil
+	}
+	spec := &api.HTTPSpec{Scheme: h.Scheme, Port: h.Port, Host: h.Host, Path: h.Path, Method: strings.ToUpper(h.Method),
+		Headers: slices.Clone(h.Headers), BodyPattern: h.BodyPattern}
+	switch spec.Scheme {
+	case "http", "https":
+	case "":
+		spec.Scheme = "http"
+	default:
+		return v.fail(at("http", "scheme"), "%q: want http or https", h.Scheme)
+	}
+	if spec.Port < 0 || spec.Port > 65535 {
+		return v.fail(at("http", "port"), "%d is out of range 1..65535", spec.Port)
+	}
+	if spec.Host != "" {
+		if _, ok := dnsName(spec.Host); !ok {
+			return v.fail(at("http", "host"), "%q is not a host name", h.Host)
+		}
+	}
+	if spec.Path == "" {
+		spec.Path = "/"
+	}
+	if !strings.HasPrefix(spec.Path, "/") || len(spec.Path) > 1024 || api.CheckText("path", spec.Path, 1024) != nil {
+		return v.fail(at("http", "path"), "%q: want an absolute path of printable characters", api.Clip(h.Path))
+	}
+	switch spec.Method {
+	case "":
+		spec.Method = api.QueryGet
+	case api.QueryGet, api.QueryHead:
+	default:
+		return v.fail(at("http", "method"), "%q: want GET or HEAD", h.Method)
+	}
+	if len(spec.Headers) == 0 && spec.BodyPattern == "" {
+		spec.Headers = []string{"X-Served-By"}
+	}
+	for i, name := range spec.Headers {
+		if name == "" || strings.ContainsAny(name, " :\t\r\n") || len(name) > 64 {
+			return v.fail(at("http", "headers", i), "%q is not a header name", api.Clip(name))
+		}
+	}
+	if spec.BodyPattern != "" {
+		re, err := regexp.Compile(spec.BodyPattern)
+		if err != nil {
+			return v.fail(at("http", "body_pattern"), "%v", err)
+		}
+		if re.NumSubexp() != 1 {
+			return v.fail(at("http", "body_pattern"), "want exactly one capture group (the site), got %d", re.NumSubexp())
+		}
+	}
+	st.HTTP = spec
+	return nil
 }
