@@ -35,17 +35,33 @@ type prober interface {
 	Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result
 }
 
+// sessioner keeps long-lived sessions to one address back to back, handing
+// each ended session's result to emit, until ctx ends.
+type sessioner interface {
+	Loop(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, query string, emit func(api.Result))
+}
+
+// transports says over which transports one round of a kind probes, in
+// order, and which queries a failure result (a panic) stands for.
+var transports = map[api.Kind][]api.Transport{
+	api.KindDNS:   {api.TransportUDP, api.TransportTCP},
+	api.KindPing:  {api.TransportICMP},
+	api.KindTrace: {api.TransportUDP},
+	api.KindHTTP:  {api.TransportTCP},
+}
+
 // Agent measures the targets of its schedule and ships the results.
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	m       *metrics
-	spool   *spool.Spool
-	client  *shipper.Client
-	shipper *shipper.Shipper
-	dns     prober
-	sem     chan struct{} // bounds concurrent rounds
-	wake    chan struct{} // tells the shipper that results are waiting
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+	spool    *spool.Spool
+	client   *shipper.Client
+	shipper  *shipper.Shipper
+	probers  map[api.Kind]prober
+	sessions sessioner
+	sem      chan struct{} // bounds concurrent rounds
+	wake     chan struct{} // tells the shipper that results are waiting
 
 	// Seams for tests: the delay before a job's first round, the delay
 	// between rounds, and the backoff of schedule fetches.
@@ -90,11 +106,10 @@ func New(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, e
 		backoff:  func() *shipper.Backoff { return &shipper.Backoff{Min: time.Second, Cap: time.Minute} },
 		refused:  map[netip.Addr]bool{},
 	}
-	dns, err := probe.NewDNS(probe.DNSOptions{Timeout: c.Timeout, Port: c.DNSPort, Limiter: newPacer(c.MaxRate)})
-	if err != nil {
+	if err := a.newProbers(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.dns = dns
+	var err error
 	a.client, err = shipper.NewClient(shipper.ClientOptions{URL: c.Collector, Token: c.token, Agent: c.Name})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -298,7 +313,28 @@ func version() string {
 	return "unknown"
 }
 
-// round probes one address over UDP, then TCP, and spools the results.
+// newProbers builds one prober per kind, all paced by one limiter.
+func (a *Agent) newProbers() error {
+	c := &a.cfg
+	lim := newLimiter(c.MaxRate, c.MaxTargetRate)
+	dns, err := probe.NewDNS(probe.DNSOptions{Timeout: c.Timeout, Port: c.DNSPort, Limiter: lim})
+	if err != nil {
+		return err
+	}
+	ping, err := probe.NewPing(probe.PingOptions{Limiter: lim})
+	if err != nil {
+		return err
+	}
+	http, err := probe.NewHTTP(probe.HTTPOptions{Limiter: lim})
+	if err != nil {
+		return err
+	}
+	a.probers = map[api.Kind]prober{api.KindDNS: dns, api.KindPing: ping, api.KindHTTP: http}
+	return nil
+}
+
+// round probes one address over each transport of its kind (DNS: UDP, then
+// TCP) and spools the results together, as one round.
 func (a *Agent) round(ctx context.Context, j job) {
 	select {
 	case a.sem <- struct{}{}:
@@ -307,7 +343,7 @@ func (a *Agent) round(ctx context.Context, j job) {
 	}
 	defer func() { <-a.sem }()
 	var results []api.Result
-	for _, tr := range []api.Transport{api.TransportUDP, api.TransportTCP} {
+	for _, tr := range transports[j.kind] {
 		results = append(results, a.probe(ctx, j, tr)...)
 	}
 	if ctx.Err() != nil {
@@ -325,15 +361,33 @@ func (a *Agent) probe(ctx context.Context, j job, tr api.Transport) (results []a
 			a.log.Error("agent: probe panicked", "target", j.name, "address", j.addr, "transport", tr,
 				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			results = nil
-			for _, q := range []string{api.QueryHostnameBind, api.QueryIDServer, api.QueryNSID} {
+			for _, q := range panicQueries(j, tr) {
 				results = append(results, api.Result{
 					MeasuredAt: start, Target: j.name, Address: j.addr.String(),
-					Kind: api.KindDNS, Transport: tr, Query: q, Failure: api.FailurePanic,
+					Kind: j.kind, Transport: tr, Query: q, Failure: api.FailurePanic,
 				})
 			}
 		}
 	}()
-	return a.dns.Probe(ctx, j.target(), j.addr, tr)
+	return a.probers[j.kind].Probe(ctx, j.target(), j.addr, tr)
+}
+
+// panicQueries are the queries a round of j over tr would have measured.
+func panicQueries(j job, tr api.Transport) []string {
+	switch j.kind {
+	case api.KindDNS:
+		return []string{api.QueryHostnameBind, api.QueryIDServer, api.QueryNSID}
+	case api.KindPing:
+		return []string{api.QueryEcho}
+	case api.KindTrace:
+		return []string{api.QueryParis}
+	case api.KindHTTP:
+		if spec := j.target().HTTP; spec != nil && spec.Method == api.QueryHead {
+			return []string{api.QueryHead}
+		}
+		return []string{api.QueryGet}
+	}
+	return nil
 }
 
 // record counts results, spools the valid ones and wakes the shipper.

@@ -282,7 +282,9 @@ func newAgent(t *testing.T, url, dir string, port uint16, once bool) (*Agent, *p
 		Timeout:   time.Second,
 		DNSPort:   port,
 		MaxRate:   1000,
-		Once:      once,
+		// Tests fire rounds every few milliseconds at one target.
+		MaxTargetRate: 1000,
+		Once:          once,
 	}
 	lb := &logBuffer{}
 	reg := prometheus.NewPedanticRegistry()
@@ -496,7 +498,7 @@ func TestProbePanicIsRecorded(t *testing.T) {
 	s.Targets[0].Addresses = []string{"127.0.0.11"}
 	col, srv := newCollector(t, s)
 	a, reg, logs := newAgent(t, srv.URL, t.TempDir(), 53, true)
-	a.dns = panicky{}
+	a.probers[api.KindDNS] = panicky{}
 	if err := a.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -539,6 +541,8 @@ func TestPlan(t *testing.T) {
 		{Name: "ok", Addresses: []string{"127.0.0.11", "127.0.0.11", "::ffff:127.0.0.12", "127.0.0.14", "10.0.0.1"}, Probes: []api.Kind{api.KindDNS}, IntervalSeconds: 30, NSIDQName: "example.org"},
 		{Name: "fast", Addresses: []string{"127.0.0.13"}, Probes: []api.Kind{api.KindDNS}, IntervalSeconds: 0.001},
 		{Name: "other-kind", Addresses: []string{"127.0.0.11"}, Probes: []api.Kind{"ping"}, IntervalSeconds: 30},
+		{Name: "unknown-kind", Addresses: []string{"127.0.0.11"}, Probes: []api.Kind{"carrier-pigeon"}, IntervalSeconds: 30},
+		{Name: "http-without-spec", Addresses: []string{"127.0.0.11"}, Probes: []api.Kind{api.KindHTTP}, IntervalSeconds: 30},
 		{Name: "bad name!", Addresses: []string{"127.0.0.11"}, Probes: []api.Kind{api.KindDNS}, IntervalSeconds: 30},
 		{Name: "nan", Addresses: []string{"127.0.0.11"}, Probes: []api.Kind{api.KindDNS}, IntervalSeconds: math.NaN()},
 		{Name: "negative", Addresses: []string{"127.0.0.11"}, Probes: []api.Kind{api.KindDNS}, IntervalSeconds: -5},
@@ -546,9 +550,10 @@ func TestPlan(t *testing.T) {
 		{Name: "bad-addr", Addresses: []string{"127.0.0.300", "fe80::1%eth0"}, Probes: []api.Kind{api.KindDNS}, IntervalSeconds: 30},
 	}}
 	want := []job{
-		{name: "ok", qname: "example.org.", addr: netip.MustParseAddr("127.0.0.11"), mean: 30 * time.Second},
-		{name: "ok", qname: "example.org.", addr: netip.MustParseAddr("127.0.0.12"), mean: 30 * time.Second},
-		{name: "fast", qname: ".", addr: netip.MustParseAddr("127.0.0.13"), mean: minInterval},
+		{name: "ok", kind: api.KindDNS, qname: "example.org.", addr: netip.MustParseAddr("127.0.0.11"), mean: 30 * time.Second},
+		{name: "ok", kind: api.KindDNS, qname: "example.org.", addr: netip.MustParseAddr("127.0.0.12"), mean: 30 * time.Second},
+		{name: "fast", kind: api.KindDNS, qname: ".", addr: netip.MustParseAddr("127.0.0.13"), mean: minInterval},
+		{name: "other-kind", kind: api.KindPing, qname: ".", addr: netip.MustParseAddr("127.0.0.11"), mean: 30 * time.Second},
 	}
 	for range 2 {
 		if got := a.plan(s); fmt.Sprint(got) != fmt.Sprint(want) {
@@ -703,5 +708,30 @@ func TestNewSpoolWaitsForCollector(t *testing.T) {
 		if n := sites[h].queries.Load(); n != 0 {
 			t.Errorf("%s got %d queries before the numbering was known", h, n)
 		}
+	}
+}
+
+// TestLimiterPerTarget: one target's packets are paced at max_target_rate
+// while another target's go through at the agent's rate.
+func TestLimiterPerTarget(t *testing.T) {
+	t.Parallel()
+	l := newLimiter(10000, 50) // 20ms between packets of one target
+	ctx := context.Background()
+	a, b := withTarget(ctx, "a"), withTarget(ctx, "b")
+	start := time.Now()
+	for range 6 {
+		if err := l.Wait(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 90*time.Millisecond {
+		t.Errorf("6 packets to one target in %v, want ≥ 100ms at 50/s", d)
+	}
+	start = time.Now()
+	if err := l.Wait(b); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 15*time.Millisecond {
+		t.Errorf("another target waited %v behind the first", d)
 	}
 }

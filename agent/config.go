@@ -24,6 +24,7 @@ const (
 	DefaultScheduleRefresh = 60 * time.Second
 	DefaultDNSPort         = 53
 	DefaultMaxRate         = 20
+	DefaultMaxTargetRate   = 5
 	DefaultConcurrency     = 8
 )
 
@@ -45,7 +46,8 @@ const (
 //	location: {lat: 52.37, lon: 4.90, provider: example-hosting, region: eu-west}
 //	timeout: 2s                                 # per DNS transaction
 //	schedule_refresh: 60s
-//	max_rate: 20                                # probe transactions per second, at most
+//	max_rate: 20                                # probe packets per second, all targets, at most
+//	max_target_rate: 5                          # probe packets per second to one target, at most
 //	concurrency: 8                              # rounds running at once, at most
 //	dns_port: 53                                # only labs and tests change it
 //
@@ -64,8 +66,13 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// ScheduleRefresh is how often the schedule is fetched again.
 	ScheduleRefresh time.Duration `yaml:"schedule_refresh"`
-	// MaxRate caps probe transactions per second, all targets together.
+	// MaxRate caps probe packets (DNS transactions, echo requests, trace
+	// probes, HTTP connections) per second, all targets together: a hard
+	// ceiling whatever the schedule asks.
 	MaxRate float64 `yaml:"max_rate"`
+	// MaxTargetRate caps them per target, so one target's many addresses
+	// or probe kinds never burst at its operator.
+	MaxTargetRate float64 `yaml:"max_target_rate"`
 	// Concurrency caps the probe rounds running at once.
 	Concurrency int `yaml:"concurrency"`
 	// DNSPort is the port DNS targets are probed on.
@@ -262,6 +269,12 @@ func (c *Config) check(l lines) error {
 		c.MaxRate = DefaultMaxRate
 	case !(c.MaxRate > 0 && c.MaxRate <= maxMaxRate):
 		return fmt.Errorf("%smax_rate %v: want more than 0 and at most %d transactions per second", l.at("max_rate"), c.MaxRate, maxMaxRate)
+	}
+	switch {
+	case c.MaxTargetRate == 0:
+		c.MaxTargetRate = min(DefaultMaxTargetRate, c.MaxRate)
+	case !(c.MaxTargetRate > 0 && c.MaxTargetRate <= c.MaxRate):
+		return fmt.Errorf("%smax_target_rate %v: want more than 0 and at most max_rate (%v)", l.at("max_target_rate"), c.MaxTargetRate, c.MaxRate)
 	}
 	switch {
 	case c.Concurrency == 0:

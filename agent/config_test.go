@@ -24,6 +24,7 @@ func TestLoadConfigInvalid(t *testing.T) {
 		"invalid-location-lat.yml":        "line 8: location.lat 152.37 out of range -90..90",
 		"invalid-location-lon.yml":        "line 9: location.lon -190 out of range -180..180",
 		"invalid-max-rate.yml":            "line 7: max_rate -5: want more than 0 and at most 10000 transactions per second",
+		"invalid-max-target-rate.yml":     "line 7: max_target_rate 20: want more than 0 and at most max_rate (10)",
 		"invalid-name-missing.yml":        "name is required",
 		"invalid-name.yml":                `line 3: name "vp ams 1": want 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit`,
 		"invalid-schedule-refresh.yml":    "line 7: schedule_refresh 100ms: want at least 1s",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -23,17 +24,37 @@ const (
 	maxJobs     = 10000
 )
 
-// job is one (target, address) pair measured at a mean interval. Jobs are
-// compared as values: a changed interval or NSID name is a new job.
+// job is one probe kind on one (target, address) pair, run at a mean
+// interval (or, for sessions, continuously). Jobs are compared as values: a
+// changed interval, NSID name or HTTP spec is a new job.
 type job struct {
 	name  string
+	kind  api.Kind
 	qname string
 	addr  netip.Addr
 	mean  time.Duration
+	// http is the target's HTTP spec as JSON ("" when none): a comparable
+	// form of it.
+	http string
+	life time.Duration
+	// session is the session protocol (api.QuerySessionDNS or
+	// QuerySessionHTTP) of a session job.
+	session string
 }
 
 func (j job) target() api.ScheduleTarget {
-	return api.ScheduleTarget{Name: j.name, NSIDQName: j.qname}
+	t := api.ScheduleTarget{Name: j.name, NSIDQName: j.qname, SessionLifeSeconds: j.life.Seconds()}
+	if j.http != "" {
+		t.HTTP = new(api.HTTPSpec)
+		json.Unmarshal([]byte(j.http), t.HTTP) // marshalled by plan: cannot fail
+	}
+	return t
+}
+
+// key names the job for its start offset: every job of an agent starts at
+// its own moment.
+func (j job) key(agent string) string {
+	return agent + "\x00" + j.name + "\x00" + j.addr.String() + "\x00" + string(j.kind) + "\x00" + j.session
 }
 
 // plan turns a schedule into jobs: targets with the dns probe, valid names,
@@ -44,7 +65,8 @@ func (a *Agent) plan(s *api.Schedule) []job {
 	seen := map[job]bool{}
 	refused, skipped, overflow := 0, 0, 0
 	for _, t := range s.Targets {
-		if !slices.Contains(t.Probes, api.KindDNS) {
+		kinds := a.kinds(t)
+		if len(kinds) == 0 {
 			continue
 		}
 		log := a.log.With("target", t.Name)
@@ -65,6 +87,17 @@ func (a *Agent) plan(s *api.Schedule) []job {
 			skipped++
 			continue
 		}
+		var spec string
+		if t.HTTP != nil {
+			if err := probe.CheckHTTPSpec(t.HTTP); err != nil {
+				log.Warn("agent: schedule target has an invalid HTTP spec; skipped", "err", err)
+				skipped++
+				continue
+			}
+			b, _ := json.Marshal(t.HTTP)
+			spec = string(b)
+		}
+		life, _ := interval(t.SessionLifeSeconds)
 		for _, s := range t.Addresses {
 			addr, err := netip.ParseAddr(s)
 			if err != nil || addr.Zone() != "" {
@@ -78,14 +111,16 @@ func (a *Agent) plan(s *api.Schedule) []job {
 				a.refuse(addr, t.Name)
 				continue
 			}
-			j := job{name: t.Name, qname: qname, addr: addr, mean: mean}
-			switch {
-			case seen[j]:
-			case len(jobs) == maxJobs:
-				overflow++
-			default:
-				seen[j] = true
-				jobs = append(jobs, j)
+			for _, k := range kinds {
+				j := job{name: t.Name, kind: k.kind, session: k.session, qname: qname, addr: addr, mean: mean, http: spec, life: life}
+				switch {
+				case seen[j]:
+				case len(jobs) == maxJobs:
+					overflow++
+				default:
+					seen[j] = true
+					jobs = append(jobs, j)
+				}
 			}
 		}
 	}
@@ -96,6 +131,40 @@ func (a *Agent) plan(s *api.Schedule) []job {
 	a.m.refused.Set(float64(refused))
 	a.m.skipped.Set(float64(skipped + overflow))
 	return jobs
+}
+
+// kindJob is a probe kind to run on a target (with its session protocol).
+type kindJob struct {
+	kind    api.Kind
+	session string
+}
+
+// kinds lists the probe kinds of t this agent runs: the ones it has a
+// prober for; a session runs over DNS when the target has the dns probe and
+// over HTTP when it has an HTTP spec. Unknown kinds (a newer collector) are
+// skipped.
+func (a *Agent) kinds(t api.ScheduleTarget) []kindJob {
+	var out []kindJob
+	for _, k := range t.Probes {
+		switch {
+		case k == api.KindSession:
+			if a.sessions == nil {
+				continue
+			}
+			if slices.Contains(t.Probes, api.KindDNS) {
+				out = append(out, kindJob{kind: k, session: api.QuerySessionDNS})
+			}
+			if t.HTTP != nil {
+				out = append(out, kindJob{kind: k, session: api.QuerySessionHTTP})
+			}
+		case a.probers[k] != nil:
+			if k == api.KindHTTP && t.HTTP == nil {
+				continue
+			}
+			out = append(out, kindJob{kind: k})
+		}
+	}
+	return out
 }
 
 // interval converts a schedule's interval, clamped to sane bounds.
@@ -176,7 +245,16 @@ func (s *scheduler) stop() {
 // agent, target and address (so agents and jobs never fire in lock-step),
 // then at memoryless intervals measured from the start of each round.
 func (a *Agent) loop(ctx context.Context, j job) {
-	next := time.Now().Add(a.offset(a.cfg.Name+"\x00"+j.name+"\x00"+j.addr.String(), j.mean))
+	ctx = withTarget(ctx, j.name)
+	next := time.Now().Add(a.offset(j.key(a.cfg.Name), j.mean))
+	if j.kind == api.KindSession {
+		// A session is continuous: it reconnects as soon as one ends.
+		sleep(ctx, time.Until(next))
+		if ctx.Err() == nil {
+			a.sessions.Loop(ctx, j.target(), j.addr, j.session, func(r api.Result) { a.record([]api.Result{r}) })
+		}
+		return
+	}
 	for {
 		sleep(ctx, time.Until(next))
 		if ctx.Err() != nil {
@@ -210,6 +288,44 @@ func poissonInterval(mean time.Duration) time.Duration {
 // jitter spreads d uniformly by ±frac.
 func jitter(d time.Duration, frac float64) time.Duration {
 	return time.Duration(float64(d) * (1 + frac*(2*rand.Float64()-1)))
+}
+
+// limiter is the agent's packet-rate ceiling: every prober waits on it
+// before each packet. It paces the whole agent (max_rate) and each target
+// (max_target_rate, the target named in the context by withTarget).
+type limiter struct {
+	all       *pacer
+	perSecond float64
+	mu        sync.Mutex
+	targets   map[string]*pacer
+}
+
+func newLimiter(all, perTarget float64) *limiter {
+	return &limiter{all: newPacer(all), perSecond: perTarget, targets: map[string]*pacer{}}
+}
+
+// Wait blocks until both the target's slot and the agent's have come.
+func (l *limiter) Wait(ctx context.Context) error {
+	if name, ok := ctx.Value(targetKey{}).(string); ok {
+		l.mu.Lock()
+		p := l.targets[name]
+		if p == nil {
+			p = newPacer(l.perSecond)
+			l.targets[name] = p
+		}
+		l.mu.Unlock()
+		if err := p.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return l.all.Wait(ctx)
+}
+
+type targetKey struct{}
+
+// withTarget names the target whose packets ctx's probes send.
+func withTarget(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, targetKey{}, name)
 }
 
 // pacer spaces probe transactions evenly so that the agent never sends more

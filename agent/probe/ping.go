@@ -84,8 +84,9 @@ type PingOptions struct {
 type Ping struct {
 	opts PingOptions
 
-	// onRecv, when set (tests only), sees every reply a series counts.
-	onRecv func(*probing.Packet)
+	// testHook, when set (tests only), may adjust each pinger just before
+	// it runs.
+	testHook func(*probing.Pinger)
 }
 
 // NewPing validates o, applies defaults and returns a prober.
@@ -156,7 +157,7 @@ func (p *Ping) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr,
 		return []api.Result{res}
 	}
 	s, err := p.series(ctx, addr, privileged)
-	if err != nil && p.opts.Privileged == PingAuto && !privileged && isPermission(err) && os.Geteuid() == 0 {
+	if err != nil && p.opts.Privileged == PingAuto && !privileged && pingPermission(err) && os.Geteuid() == 0 {
 		privileged = true
 		s, err = p.series(ctx, addr, privileged)
 	}
@@ -176,14 +177,14 @@ func (p *Ping) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr,
 	return []api.Result{res}
 }
 
-// series is what one pro-bing run saw.
-type series struct {
+// pingSeries is what one pro-bing run saw.
+type pingSeries struct {
 	stats    *probing.Statistics
 	received int
 	ttl      int // of the last reply, -1 when unknown
 }
 
-func (s series) values(privileged bool) *api.PingValues {
+func (s pingSeries) values(privileged bool) *api.PingValues {
 	v := &api.PingValues{Privileged: privileged}
 	if s.stats == nil {
 		return v
@@ -202,8 +203,8 @@ func (s series) values(privileged bool) *api.PingValues {
 
 // series runs one pro-bing pinger to addr and returns its statistics and
 // the error that ended it early, if any.
-func (p *Ping) series(ctx context.Context, addr netip.Addr, privileged bool) (series, error) {
-	s := series{ttl: -1}
+func (p *Ping) series(ctx context.Context, addr netip.Addr, privileged bool) (pingSeries, error) {
+	s := pingSeries{ttl: -1}
 	pinger := probing.New(addr.String())
 	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice()})
 	pinger.SetPrivileged(privileged)
@@ -233,9 +234,9 @@ func (p *Ping) series(ctx context.Context, addr netip.Addr, privileged bool) (se
 	pinger.OnRecv = func(pkt *probing.Packet) {
 		s.received++
 		s.ttl = pkt.TTL
-		if p.onRecv != nil {
-			p.onRecv(pkt)
-		}
+	}
+	if p.testHook != nil {
+		p.testHook(pinger)
 	}
 	err := pinger.RunWithContext(ctx)
 	s.stats = pinger.Statistics()
@@ -272,7 +273,7 @@ func PingGroupAllowed() bool {
 	if err != nil {
 		return false
 	}
-	lo, hi, ok := parseGroupRange(string(b))
+	lo, hi, ok := parsePingGroupRange(string(b))
 	if !ok {
 		return false
 	}
@@ -288,8 +289,8 @@ func PingGroupAllowed() bool {
 	return false
 }
 
-// parseGroupRange parses "lo\thi"; the kernel's default "1 0" admits no one.
-func parseGroupRange(s string) (lo, hi int64, ok bool) {
+// parsePingGroupRange parses "lo\thi"; the kernel's default "1 0" admits no one.
+func parsePingGroupRange(s string) (lo, hi int64, ok bool) {
 	f := strings.Fields(s)
 	if len(f) != 2 {
 		return 0, 0, false
@@ -302,6 +303,6 @@ func parseGroupRange(s string) (lo, hi int64, ok bool) {
 	return lo, hi, true
 }
 
-func isPermission(err error) bool {
+func pingPermission(err error) bool {
 	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
 }
