@@ -24,6 +24,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/anyscope/anyscope/agent/probe"
 	"github.com/anyscope/anyscope/agent/shipper"
 	api "github.com/anyscope/anyscope/collector/api/v1"
 )
@@ -640,7 +641,7 @@ func TestPoissonInterval(t *testing.T) {
 
 func TestPacer(t *testing.T) {
 	t.Parallel()
-	p := newPacer(200) // one every 5ms
+	p := probe.NewPacer(200) // one every 5ms
 	start := time.Now()
 	for range 21 {
 		if err := p.Wait(context.Background()); err != nil {
@@ -652,7 +653,7 @@ func TestPacer(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	p2 := newPacer(0.001)
+	p2 := probe.NewPacer(0.001)
 	_ = p2.Wait(ctx) // first slot is free
 	if err := p2.Wait(ctx); err == nil {
 		t.Error("Wait ignored a canceled context")

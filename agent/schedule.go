@@ -294,14 +294,14 @@ func jitter(d time.Duration, frac float64) time.Duration {
 // before each packet. It paces the whole agent (max_rate) and each target
 // (max_target_rate, the target named in the context by withTarget).
 type limiter struct {
-	all       *pacer
+	all       *probe.Pacer
 	perSecond float64
 	mu        sync.Mutex
-	targets   map[string]*pacer
+	targets   map[string]*probe.Pacer
 }
 
 func newLimiter(all, perTarget float64) *limiter {
-	return &limiter{all: newPacer(all), perSecond: perTarget, targets: map[string]*pacer{}}
+	return &limiter{all: probe.NewPacer(all), perSecond: perTarget, targets: map[string]*probe.Pacer{}}
 }
 
 // Wait blocks until both the target's slot and the agent's have come.
@@ -310,7 +310,7 @@ func (l *limiter) Wait(ctx context.Context) error {
 		l.mu.Lock()
 		p := l.targets[name]
 		if p == nil {
-			p = newPacer(l.perSecond)
+			p = probe.NewPacer(l.perSecond)
 			l.targets[name] = p
 		}
 		l.mu.Unlock()
@@ -326,38 +326,4 @@ type targetKey struct{}
 // withTarget names the target whose packets ctx's probes send.
 func withTarget(ctx context.Context, name string) context.Context {
 	return context.WithValue(ctx, targetKey{}, name)
-}
-
-// pacer spaces probe transactions evenly so that the agent never sends more
-// than its configured rate, however many jobs are due at once.
-type pacer struct {
-	mu   sync.Mutex
-	gap  time.Duration
-	next time.Time
-}
-
-func newPacer(perSecond float64) *pacer {
-	return &pacer{gap: time.Duration(float64(time.Second) / perSecond)}
-}
-
-// Wait blocks until the caller's slot.
-func (p *pacer) Wait(ctx context.Context) error {
-	p.mu.Lock()
-	now := time.Now()
-	slot := p.next
-	if slot.Before(now) {
-		slot = now
-	}
-	p.next = slot.Add(p.gap)
-	p.mu.Unlock()
-	if d := slot.Sub(now); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -177,23 +179,31 @@ func (p *Ping) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr,
 	return []api.Result{res}
 }
 
-// pingSeries is what one pro-bing run saw.
+// pingSeries is what a series of echo requests saw.
 type pingSeries struct {
-	stats    *probing.Statistics
-	received int
-	ttl      int // of the last reply, -1 when unknown
+	sent, received int
+	rtts           []time.Duration
+	ttl            int // of the last reply, -1 when unknown
 }
 
 func (s pingSeries) values(privileged bool) *api.PingValues {
 	v := &api.PingValues{Privileged: privileged}
-	if s.stats == nil {
-		return v
-	}
 	us := func(d time.Duration) int64 { return max(0, min(d.Microseconds(), api.MaxRTT.Microseconds())) }
-	v.Sent = min(s.stats.PacketsSent, MaxPingCount)
+	v.Sent = min(s.sent, MaxPingCount)
 	v.Received = min(s.received, v.Sent)
-	if v.Received > 0 {
-		v.MinUS, v.AvgUS, v.MaxUS, v.StddevUS = us(s.stats.MinRtt), us(s.stats.AvgRtt), us(s.stats.MaxRtt), us(s.stats.StdDevRtt)
+	if n := len(s.rtts); n > 0 {
+		lo, hi, sum := s.rtts[0], s.rtts[0], time.Duration(0)
+		for _, r := range s.rtts {
+			lo, hi, sum = min(lo, r), max(hi, r), sum+r
+		}
+		avg := sum / time.Duration(n)
+		var sq float64
+		for _, r := range s.rtts {
+			d := float64(r - avg)
+			sq += d * d
+		}
+		v.MinUS, v.AvgUS, v.MaxUS = us(lo), us(avg), us(hi)
+		v.StddevUS = us(time.Duration(math.Sqrt(sq / float64(n))))
 	}
 	if s.ttl >= 0 && s.ttl <= 255 {
 		v.ReplyTTL = s.ttl
@@ -201,49 +211,89 @@ func (s pingSeries) values(privileged bool) *api.PingValues {
 	return v
 }
 
-// series runs one pro-bing pinger to addr and returns its statistics and
-// the error that ended it early, if any.
+// series sends Count echo requests to addr, Interval apart, each after its
+// own limiter slot, and collects the replies until Timeout. Every request is
+// its own one-packet pro-bing pinger (its own random ICMP id), started on
+// time by its own goroutine: waiting for the limiter never holds up the
+// reading of replies, so no RTT includes a wait.
 func (p *Ping) series(ctx context.Context, addr netip.Addr, privileged bool) (pingSeries, error) {
 	s := pingSeries{ttl: -1}
+	// The context deadline, a little after Timeout, is the backstop that also
+	// bounds the sockets and the limiter.
+	deadline := time.Now().Add(p.opts.Timeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		firstErr error
+	)
+	for i := 0; i < p.opts.Count; i++ {
+		wg.Go(func() {
+			if i > 0 {
+				if sleepCtx(ctx, time.Duration(i)*p.opts.Interval) != nil {
+					return
+				}
+				if p.opts.Limiter != nil && p.opts.Limiter.Wait(ctx) != nil {
+					return
+				}
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
+				return
+			}
+			st, ttl, err := p.one(ctx, addr, privileged, left)
+			mu.Lock()
+			defer mu.Unlock()
+			if st != nil {
+				s.sent += st.PacketsSent
+				if st.PacketsRecv > 0 {
+					s.received += st.PacketsRecv
+					s.rtts = append(s.rtts, st.MinRtt)
+					s.ttl = ttl
+				}
+			}
+			if err != nil && (firstErr == nil || i == 0) {
+				firstErr = err
+			}
+		})
+	}
+	wg.Wait()
+	if cerr := ctx.Err(); cerr != nil && firstErr != nil {
+		firstErr = cerr
+	}
+	return s, firstErr
+}
+
+// one sends one echo request and waits up to timeout for its reply.
+func (p *Ping) one(ctx context.Context, addr netip.Addr, privileged bool, timeout time.Duration) (*probing.Statistics, int, error) {
 	pinger := probing.New(addr.String())
 	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice()})
 	pinger.SetPrivileged(privileged)
 	pinger.SetLogger(probing.NoopLogger{})
-	pinger.Count = p.opts.Count
-	pinger.Interval = p.opts.Interval
-	pinger.Timeout = p.opts.Timeout
+	pinger.Count = 1
+	pinger.Timeout = timeout
 	pinger.RecordRtts = false
 	pinger.RecordTTLs = false
-
-	// pro-bing's Timeout ends the series; the context deadline, a little
-	// later, is the backstop that also bounds the sockets and the limiter.
-	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout+time.Second)
-	defer cancel()
-
-	sent := 0
-	pinger.OnSend = func(*probing.Packet) {
-		// Runs in pro-bing's send loop right after a request went out: hold
-		// the next request until the limiter allows it.
-		sent++
-		if sent < p.opts.Count && p.opts.Limiter != nil {
-			if err := p.opts.Limiter.Wait(ctx); err != nil {
-				pinger.Stop()
-			}
-		}
-	}
-	pinger.OnRecv = func(pkt *probing.Packet) {
-		s.received++
-		s.ttl = pkt.TTL
-	}
+	ttl := -1
+	pinger.OnRecv = func(pkt *probing.Packet) { ttl = pkt.TTL }
 	if p.testHook != nil {
 		p.testHook(pinger)
 	}
 	err := pinger.RunWithContext(ctx)
-	s.stats = pinger.Statistics()
-	if cerr := ctx.Err(); cerr != nil && err != nil {
-		err = cerr
+	return pinger.Statistics(), ttl, err
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
-	return s, err
 }
 
 // socketKind decides between a raw and a datagram socket; ok is false when

@@ -501,3 +501,25 @@ func TestPingWaitsOnLimiterPerRequest(t *testing.T) {
 		t.Errorf("%d waits for %+v", l.n, rs)
 	}
 }
+
+// TestPingRTTExcludesLimiterWaits: a slow limiter (here, every request waits
+// 150 ms for its slot) delays requests but never the reading of replies, so
+// loopback RTTs stay far below the wait. (Holding pro-bing's send loop in its
+// OnSend callback had added the waits to the RTTs.)
+func TestPingRTTExcludesLimiterWaits(t *testing.T) {
+	if os.Geteuid() != 0 && !PingGroupAllowed() {
+		t.Skip("no ICMP socket allowed")
+	}
+	t.Parallel()
+	p, err := NewPing(PingOptions{Count: 3, Interval: 20 * time.Millisecond, Timeout: 3 * time.Second, Limiter: NewPacer(1000.0 / 150)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := p.Probe(context.Background(), api.ScheduleTarget{Name: "loopback"}, netip.MustParseAddr("127.0.0.1"), api.TransportICMP)
+	if len(rs) != 1 || rs[0].Ping == nil || rs[0].Ping.Received != 3 {
+		t.Fatalf("results %+v", rs)
+	}
+	if v := rs[0].Ping; v.MaxUS > 50_000 {
+		t.Errorf("max RTT %d µs on loopback: a limiter wait was counted as RTT", v.MaxUS)
+	}
+}
