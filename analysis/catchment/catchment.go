@@ -288,7 +288,7 @@ func New(resolvers map[string]*identity.Resolver, cfg Config) *Accumulator {
 
 // Add feeds one observation.
 func (a *Accumulator) Add(o analysis.Observation) {
-	if !a.cfg.Window.Contains(o.At) {
+	if !a.cfg.Window.Contains(o.At) || !namesSite(o.Kind) {
 		a.stats.Ignored++
 		return
 	}
@@ -342,6 +342,13 @@ func (a *Accumulator) Add(o analysis.Observation) {
 		})
 	}
 	s.cur, s.curLast, s.curRound, s.failSince = res.Site, o.At, o.Round, 0
+}
+
+// namesSite reports whether results of kind carry an identity string that
+// names the serving site (DNS, HTTP identity, sessions); ping and traceroute
+// carry latency and paths, which catchment by identity does not use.
+func namesSite(k api.Kind) bool {
+	return k != api.KindPing && k != api.KindTrace
 }
 
 // compare records a disagreement with every other stream of the pair whose

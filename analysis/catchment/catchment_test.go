@@ -418,3 +418,22 @@ func TestDisagreementsByRound(t *testing.T) {
 		t.Error("without round numbers the time window no longer applies")
 	}
 }
+
+// TestPingAndTraceIgnored: results without an identity by nature (ping,
+// traceroute) neither count as unresolved identities nor as failures of the
+// catchment.
+func TestPingAndTraceIgnored(t *testing.T) {
+	t.Parallel()
+	a := accumulate(
+		ob(0, hel1),
+		with(ob(1, ""), func(o *analysis.Observation) { o.Kind, o.Transport, o.Query = api.KindPing, api.TransportICMP, api.QueryEcho }),
+		with(ob(2, ""), func(o *analysis.Observation) { o.Kind, o.Transport, o.Query = api.KindTrace, api.TransportUDP, api.QueryParis }),
+	)
+	c := a.Catchments()
+	if len(c) != 1 || c[0].Observations != 1 || c[0].Unresolved != 0 {
+		t.Errorf("catchments %+v, want one observation and nothing unresolved", c)
+	}
+	if st := a.Stats(); st.Ignored != 2 {
+		t.Errorf("stats %+v, want 2 ignored", st)
+	}
+}
