@@ -49,9 +49,11 @@ type DemoCmd struct {
 const demoTargets = `targets:
   - name: lab-dns
     addresses: [192.0.2.53, "2001:db8:53::53"]
-    probes: [dns]
+    probes: [dns, ping, http, session]
     interval: 5s
     nsid_qname: lab.example.   # the zone the lab's NSD serves
+    session_life: 2m
+    http: {scheme: http, host: www.lab.example, headers: [X-Served-By]}
     sites:
       - {code: AMS, name: Amsterdam, lat: 52.31, lon: 4.76}
       - {code: FRA, name: Frankfurt, lat: 50.03, lon: 8.57}
@@ -266,6 +268,7 @@ token_file: %s
 spool_dir: %s
 allow: [192.0.2.0/24, "2001:db8:53::/48"]
 timeout: 1s
+max_target_rate: 20
 `, vp, c.Listen, tokenFile, filepath.Join(vdir, "spool"))
 		cfgPath := filepath.Join(vdir, "agent.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
