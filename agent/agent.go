@@ -329,11 +329,15 @@ func (a *Agent) newProbers() error {
 	if err != nil {
 		return err
 	}
+	trace, err := probe.NewTrace(probe.TraceOptions{Limiter: lim})
+	if err != nil {
+		return err
+	}
 	sessions, err := probe.NewSession(probe.SessionOptions{Port: c.DNSPort, Limiter: lim})
 	if err != nil {
 		return err
 	}
-	a.probers = map[api.Kind]prober{api.KindDNS: dns, api.KindPing: ping, api.KindHTTP: http}
+	a.probers = map[api.Kind]prober{api.KindDNS: dns, api.KindPing: ping, api.KindTrace: trace, api.KindHTTP: http}
 	a.sessions = sessions
 	return nil
 }

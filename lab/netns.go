@@ -78,17 +78,27 @@ var (
 		"net.ipv4.conf.all.rp_filter=0",
 		"net.ipv4.conf.default.rp_filter=0",
 	}
-	routerSysctls = []string{
-		"net.ipv4.ip_forward=1",
-		"net.ipv6.conf.all.forwarding=1",
-		// Clean traceroutes: no ICMP rate limiting on lab routers.
+	// Clean traceroutes: no ICMP rate limiting on lab routers, nor on sites
+	// (they answer UDP probes with port unreachables).
+	icmpSysctls = []string{
 		"net.ipv4.icmp_ratelimit=0",
 		"net.ipv4.icmp_msgs_per_sec=100000",
 		"net.ipv6.icmp.ratelimit=0",
 	}
+	routerSysctls = []string{
+		"net.ipv4.ip_forward=1",
+		"net.ipv6.conf.all.forwarding=1",
+	}
+	// ECMP hashes the 5-tuple itself, as real routers do (policy 3 with
+	// fields src, dst, proto, sport, dport). Policy 1 would use a hash the
+	// packet already carries, and across veth pairs a packet keeps the one
+	// its sending socket drew at random: one flow's path would change with
+	// every socket, and Paris traceroute could not be checked.
 	ecmpSysctls = []string{
-		"net.ipv4.fib_multipath_hash_policy=1",
-		"net.ipv6.fib_multipath_hash_policy=1",
+		"net.ipv4.fib_multipath_hash_fields=0x37",
+		"net.ipv4.fib_multipath_hash_policy=3",
+		"net.ipv6.fib_multipath_hash_fields=0x37",
+		"net.ipv6.fib_multipath_hash_policy=3",
 	}
 )
 
@@ -105,11 +115,14 @@ func buildNetwork(ctx context.Context, p *plan) error {
 		keys := append([]string(nil), baseSysctls...)
 		if ns == p.mgmtNS() {
 			keys = append(keys, "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0", "net.ipv6.conf.all.disable_ipv6=1")
-		} else if p.kinds[strings.TrimPrefix(ns, p.prefix)] == kindRouter {
+		} else if kind := p.kinds[strings.TrimPrefix(ns, p.prefix)]; kind == kindRouter {
 			keys = append(keys, routerSysctls...)
+			keys = append(keys, icmpSysctls...)
 			if p.topo.ECMP {
 				keys = append(keys, ecmpSysctls...)
 			}
+		} else if kind == kindSite {
+			keys = append(keys, icmpSysctls...)
 		}
 		_, err := run(ctx, "", "ip", append([]string{"netns", "exec", ns, "sysctl", "-q", "-w"}, keys...)...)
 		return err

@@ -30,6 +30,7 @@ type CLI struct {
 	Agent     AgentCmd     `cmd:"" help:"Run an agent on a vantage point: probe the scheduled anycast targets and ship results."`
 	Agents    AgentsCmd    `cmd:"" help:"Register vantage points (agents) and manage their tokens."`
 	Targets   TargetsCmd   `cmd:"" help:"Declare the anycast targets to measure (YAML)."`
+	Probe     ProbeCmd     `cmd:"" help:"Probe anycast addresses once from this host with every probe kind (DNS identity, ping, Paris traceroute, HTTP identity, a short session) and show who answered."`
 	Report    ReportCmd    `cmd:"" help:"Report catchments (which site serves each vantage point) and PoP switches."`
 	Migrate   MigrateCmd   `cmd:"" help:"Create or upgrade the database schema."`
 	DB        DBCmd        `cmd:"" name:"db" help:"Manage the private PostgreSQL cluster used when no --db is given."`
