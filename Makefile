@@ -14,7 +14,7 @@ build:
 # PostgreSQL's server binaries (the tests and the demo start private clusters
 # from them; no system service is used) and, as root, the anycast lab's
 # packages: bird2 (BGP), nsd (the sites' DNS), dnsutils (dig, used by the lab
-# tests) and nftables (black holes).
+# tests), nftables (black holes) and scamper (the reference traceroute).
 deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL server binaries (Debian package postgresql)"; \
@@ -23,7 +23,7 @@ deps:
 		{ echo "could not install postgresql: install it (apt-get install postgresql) and retry" >&2; exit 1; }; \
 	fi
 	@missing=""; \
-	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables; do \
+	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables scamper:scamper; do \
 		command -v $${p%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${p%%:*} ] || missing="$$missing $${p#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
