@@ -23,7 +23,7 @@ deps:
 		{ echo "could not install postgresql: install it (apt-get install postgresql) and retry" >&2; exit 1; }; \
 	fi
 	@missing=""; \
-	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables scamper:scamper; do \
+	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables scamper:scamper tcpdump:tcpdump; do \
 		command -v $${p%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${p%%:*} ] || missing="$$missing $${p#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -50,11 +50,14 @@ test: deps vet
 demo: deps build
 	$(BIN) demo
 
-# bench: ingest throughput of the collector against raw COPY, measured in one
-# run; the last line is machine-readable.
+# bench: ingest throughput of the collector against raw COPY, then (as root:
+# it uses the lab) the agent's CPU and RSS against the same agent idling, each
+# measured in one run; each ends with a machine-readable BENCH line.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./collector/store/ 2>&1 | grep -E '^(Benchmark|ok|FAIL)' || true
 	$(BIN) bench ingest
+	@if [ "$$(id -u)" -eq 0 ]; then $(BIN) bench agent; \
+	else echo "bench: skipping the agent benchmark: it runs the agent in the anycast lab (network namespaces) and needs root; run make bench as root"; fi
 
 clean:
 	rm -rf bin

@@ -31,6 +31,7 @@ const (
 	DefaultMinBackoff    = time.Second
 	DefaultMaxBackoff    = time.Minute
 	DefaultFinalFlush    = 5 * time.Second
+	DefaultLinger        = 2 * time.Second
 	// MaxRetryAfter caps how long a Retry-After header can silence the
 	// shipper.
 	MaxRetryAfter = 10 * time.Minute
@@ -49,7 +50,12 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// FinalFlush bounds the best-effort upload when Run stops.
 	FinalFlush time.Duration
-	Logger     *slog.Logger
+	// Linger is how long Run lets results gather after being woken before
+	// it uploads them, so that rounds finishing one after another travel in
+	// one batch (and one acknowledgement) rather than one upload each.
+	// Zero means DefaultLinger; negative uploads at once.
+	Linger time.Duration
+	Logger *slog.Logger
 	// Registerer receives the shipper's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -84,6 +90,9 @@ func New(sp Spool, c *Client, o Options) (*Shipper, error) {
 	}
 	if o.MaxBackoff < o.MinBackoff {
 		return nil, fmt.Errorf("shipper: max backoff %v below min backoff %v", o.MaxBackoff, o.MinBackoff)
+	}
+	if o.Linger == 0 {
+		o.Linger = DefaultLinger
 	}
 	if o.FinalFlush <= 0 {
 		o.FinalFlush = DefaultFinalFlush
@@ -128,6 +137,9 @@ func (s *Shipper) Run(ctx context.Context, wake <-chan struct{}) error {
 		select {
 		case <-ctx.Done():
 		case <-wake:
+			if s.opts.Linger > 0 {
+				sleep(ctx, s.opts.Linger)
+			}
 		case <-time.After(idlePoll):
 		}
 	}

@@ -583,3 +583,38 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("after Reset: %v", d)
 	}
 }
+
+// TestLingerBatchesRounds: rounds spooled one after another within the
+// linger window travel in one upload, not one upload each.
+func TestLingerBatchesRounds(t *testing.T) {
+	t.Parallel()
+	col, srv := newCollector(t)
+	sp := newSpool(t, 0)
+	s, _, _ := newShipper(t, sp, srv.URL, Options{Linger: 300 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	wake := make(chan struct{}, 1)
+	done := make(chan error)
+	go func() { done <- s.Run(ctx, wake) }()
+	for range 5 {
+		appendN(t, sp, 2)
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(col.storedSeqs()) < 10 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	col.mu.Lock()
+	n := len(col.batches)
+	col.mu.Unlock()
+	if got := col.storedSeqs(); !slices.Equal(got, seqRange(1, 10)) || n != 1 {
+		t.Errorf("%d uploads delivered %v; want one upload of seqs 1..10", n, got)
+	}
+}

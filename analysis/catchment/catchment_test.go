@@ -426,8 +426,12 @@ func TestPingAndTraceIgnored(t *testing.T) {
 	t.Parallel()
 	a := accumulate(
 		ob(0, hel1),
-		with(ob(1, ""), func(o *analysis.Observation) { o.Kind, o.Transport, o.Query = api.KindPing, api.TransportICMP, api.QueryEcho }),
-		with(ob(2, ""), func(o *analysis.Observation) { o.Kind, o.Transport, o.Query = api.KindTrace, api.TransportUDP, api.QueryParis }),
+		with(ob(1, ""), func(o *analysis.Observation) {
+			o.Kind, o.Transport, o.Query = api.KindPing, api.TransportICMP, api.QueryEcho
+		}),
+		with(ob(2, ""), func(o *analysis.Observation) {
+			o.Kind, o.Transport, o.Query = api.KindTrace, api.TransportUDP, api.QueryParis
+		}),
 	)
 	c := a.Catchments()
 	if len(c) != 1 || c[0].Observations != 1 || c[0].Unresolved != 0 {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +20,8 @@ type AgentCmd struct {
 	Config  string `help:"Agent configuration file (YAML)." type:"existingfile" required:"" placeholder:"FILE"`
 	Once    bool   `help:"Run one round of every scheduled probe, ship the results, and exit."`
 	Metrics string `help:"Serve Prometheus metrics on this address (empty: off)." placeholder:"HOST:PORT"`
+	// CPUProfile is for benchmarks (anyscope bench agent --agent-cpu-profile).
+	CPUProfile string `name:"cpu-profile" hidden:"" help:"Write a CPU profile of the whole run to this file (pprof)." placeholder:"FILE"`
 }
 
 // Run runs the agent until the context ends (or one round with --once).
@@ -25,6 +29,17 @@ func (c *AgentCmd) Run(ctx context.Context, log *slog.Logger) error {
 	cfg, err := agent.LoadConfig(c.Config)
 	if err != nil {
 		return err
+	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

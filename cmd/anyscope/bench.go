@@ -26,6 +26,7 @@ import (
 // BenchCmd groups benchmarks whose last line is machine-readable.
 type BenchCmd struct {
 	Ingest BenchIngestCmd `cmd:"" help:"Collector ingest rate (HTTP → committed rows) against raw COPY into the same table."`
+	Agent  BenchAgentCmd  `cmd:"" help:"Agent CPU and RSS at 20 targets × every probe kind every 10s, in the anycast lab, against the same agent idling (root only)."`
 }
 
 // BenchIngestCmd measures ingest.

@@ -98,15 +98,9 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return err
 	}
 	defer events.Close()
-	l, err := lab.New(lab.Options{StateDir: c.StateDir, Prefix: c.Prefix, Logger: log, Events: events})
-	if err != nil {
-		return err
-	}
 	step("building the anycast lab: 6 routers (eBGP, bird2), 4 sites (NSD), 8 vantage points")
-	if err := lab.EnsureTools(ctx, log); err != nil {
-		return err
-	}
-	if err := l.Up(ctx, "default", lab.DefaultTopologyYAML()); err != nil {
+	l, err := upLab(ctx, log, c.Prefix, c.StateDir, events)
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -117,20 +111,11 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}()
 
 	step("starting a private PostgreSQL cluster in %s", filepath.Join(dir, "pg"))
-	cl, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Logger: log})
+	st, dsn, stopDB, err := startStore(ctx, log, dir)
 	if err != nil {
 		return err
 	}
-	defer cl.Stop(context.WithoutCancel(ctx))
-	dsn := cl.ConnString("anyscope")
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.Migrate(ctx); err != nil {
-		return err
-	}
+	defer stopDB()
 	ts, err := targets.Parse("demo-targets.yaml", []byte(demoTargets))
 	if err != nil {
 		return err
@@ -150,26 +135,11 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 
 	step("starting the collector on the management network (%s)", c.Listen)
-	readyFile := filepath.Join(dir, "collector.addr")
-	collLog, err := os.Create(filepath.Join(dir, "collector.log"))
+	stopColl, err := startCollector(ctx, self, dir, dsn, c.Listen)
 	if err != nil {
 		return err
 	}
-	defer collLog.Close()
-	coll := exec.CommandContext(ctx, self, "collector", "--db", dsn, "--listen", c.Listen, "--ready-file", readyFile)
-	coll.Stdout, coll.Stderr = collLog, collLog
-	coll.Cancel = func() error { return coll.Process.Signal(os.Interrupt) }
-	coll.WaitDelay = 10 * time.Second
-	if err := coll.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		coll.Process.Signal(os.Interrupt)
-		coll.Wait()
-	}()
-	if _, err := waitForFile(ctx, readyFile, 30*time.Second); err != nil {
-		return fmt.Errorf("collector did not start (log in %s): %w", collLog.Name(), err)
-	}
+	defer stopColl()
 
 	step("registering %d vantage points and starting one agent inside each (probing every 5s on average)", len(vps))
 	agents, err := c.startAgents(ctx, l, st, self, dir, vps)
@@ -236,8 +206,8 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	return nil
 }
 
-// demoAgents are the agent processes of the demo, one per vantage point.
-type demoAgents struct {
+// labAgents are agent processes running inside the lab's vantage points.
+type labAgents struct {
 	mu   sync.Mutex
 	cmds []*exec.Cmd
 	logs []*os.File
@@ -247,56 +217,71 @@ type demoAgents struct {
 
 // startAgents registers every vantage point and starts its agent inside its
 // namespace, talking to the collector over the management network.
-func (c *DemoCmd) startAgents(ctx context.Context, l *lab.Lab, st *store.Store, self, dir string, vps []string) (*demoAgents, error) {
-	a := &demoAgents{}
+func (c *DemoCmd) startAgents(ctx context.Context, l *lab.Lab, st *store.Store, self, dir string, vps []string) (*labAgents, error) {
+	a := &labAgents{}
 	for _, vp := range vps {
-		vdir := filepath.Join(dir, vp)
-		if err := os.MkdirAll(vdir, 0o700); err != nil {
-			return a, err
-		}
-		_, token, err := st.AddAgent(ctx, store.AgentSpec{Name: vp, Region: "lab"})
-		if err != nil {
-			return a, err
-		}
-		tokenFile := filepath.Join(vdir, "token")
-		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-			return a, err
-		}
-		cfg := fmt.Sprintf(`name: %s
-collector: http://%s
-token_file: %s
-spool_dir: %s
-allow: [192.0.2.0/24, "2001:db8:53::/48"]
+		if _, err := a.start(ctx, l, st, self, dir, c.Listen, vp, vp, `allow: [192.0.2.0/24, "2001:db8:53::/48"]
 timeout: 1s
 max_target_rate: 20
-`, vp, c.Listen, tokenFile, filepath.Join(vdir, "spool"))
-		cfgPath := filepath.Join(vdir, "agent.yaml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+`); err != nil {
 			return a, err
 		}
-		logf, err := os.Create(filepath.Join(vdir, "agent.log"))
-		if err != nil {
-			return a, err
-		}
-		cmd, err := l.Command(context.WithoutCancel(ctx), vp, self, "agent", "--config", cfgPath)
-		if err != nil {
-			logf.Close()
-			return a, err
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return a, fmt.Errorf("agent in %s: %w", vp, err)
-		}
-		a.cmds = append(a.cmds, cmd)
-		a.logs = append(a.logs, logf)
 	}
 	return a, nil
 }
 
+// start registers the agent name, writes its token and configuration (the
+// common keys followed by extra, YAML lines) under dir/name and starts it
+// inside the namespace of the vantage point vp, logging to dir/name/agent.log.
+// The returned command's process is the agent itself: ip netns exec execs
+// into it.
+func (a *labAgents) start(ctx context.Context, l *lab.Lab, st *store.Store, self, dir, collector, vp, name, extra string, args ...string) (*exec.Cmd, error) {
+	vdir := filepath.Join(dir, name)
+	if err := os.MkdirAll(vdir, 0o700); err != nil {
+		return nil, err
+	}
+	_, token, err := st.AddAgent(ctx, store.AgentSpec{Name: name, Region: "lab"})
+	if err != nil {
+		return nil, err
+	}
+	tokenFile := filepath.Join(vdir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`name: %s
+collector: http://%s
+token_file: %s
+spool_dir: %s
+`, name, collector, tokenFile, filepath.Join(vdir, "spool")) + extra
+	cfgPath := filepath.Join(vdir, "agent.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(vdir, "agent.log"))
+	if err != nil {
+		return nil, err
+	}
+	argv := append([]string{self, "agent", "--config", cfgPath}, args...)
+	cmd, err := l.Command(context.WithoutCancel(ctx), vp, argv...)
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("agent in %s: %w", vp, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cmds = append(a.cmds, cmd)
+	a.logs = append(a.logs, logf)
+	return cmd, nil
+}
+
 // stop asks every agent to stop (SIGINT: each finishes its upload and
 // flushes its spool), waits for them, and returns the first failure.
-func (a *demoAgents) stop() error {
+func (a *labAgents) stop() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.done {
@@ -362,6 +347,77 @@ func printTruth(w io.Writer, title string, t *lab.Truth) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+}
+
+// upLab builds the default lab topology under its own prefix and state
+// directory (installing the tools it needs) and waits for BGP to converge.
+// The caller takes it down.
+func upLab(ctx context.Context, log *slog.Logger, prefix, stateDir string, events io.Writer) (*lab.Lab, error) {
+	l, err := lab.New(lab.Options{StateDir: stateDir, Prefix: prefix, Logger: log, Events: events})
+	if err != nil {
+		return nil, err
+	}
+	if err := lab.EnsureTools(ctx, log); err != nil {
+		return nil, err
+	}
+	if err := l.Up(ctx, "default", lab.DefaultTopologyYAML()); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// startStore starts a private PostgreSQL cluster in dir/pg and opens and
+// migrates the anyscope database on it. stop closes the store and stops the
+// cluster.
+func startStore(ctx context.Context, log *slog.Logger, dir string) (st *store.Store, dsn string, stop func(), err error) {
+	cl, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Logger: log})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	stopCluster := func() { cl.Stop(context.WithoutCancel(ctx)) }
+	dsn = cl.ConnString("anyscope")
+	if st, err = store.Open(ctx, dsn); err != nil {
+		stopCluster()
+		return nil, "", nil, err
+	}
+	stop = func() {
+		st.Close()
+		stopCluster()
+	}
+	if err := st.Migrate(ctx); err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	return st, dsn, stop, nil
+}
+
+// startCollector runs the collector (the binary self) as a subprocess on
+// listen, storing into dsn and logging to dir/collector.log, and waits until
+// it serves. stop interrupts it and waits for it to exit.
+func startCollector(ctx context.Context, self, dir, dsn, listen string) (stop func(), err error) {
+	readyFile := filepath.Join(dir, "collector.addr")
+	collLog, err := os.Create(filepath.Join(dir, "collector.log"))
+	if err != nil {
+		return nil, err
+	}
+	coll := exec.CommandContext(ctx, self, "collector", "--db", dsn, "--listen", listen, "--ready-file", readyFile)
+	coll.Stdout, coll.Stderr = collLog, collLog
+	coll.Cancel = func() error { return coll.Process.Signal(os.Interrupt) }
+	coll.WaitDelay = 10 * time.Second
+	if err := coll.Start(); err != nil {
+		collLog.Close()
+		return nil, err
+	}
+	stop = func() {
+		coll.Process.Signal(os.Interrupt)
+		coll.Wait()
+		collLog.Close()
+	}
+	if _, err := waitForFile(ctx, readyFile, 30*time.Second); err != nil {
+		stop()
+		return nil, fmt.Errorf("collector did not start (log in %s): %w", collLog.Name(), err)
+	}
+	return stop, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
