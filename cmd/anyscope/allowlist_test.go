@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -67,9 +66,9 @@ func TestAllowListHoldsOnTheWire(t *testing.T) {
 	}
 	listen := "203.0.113.1:18741"
 	readyFile := filepath.Join(dir, "collector.addr")
-	var collLog bytes.Buffer
+	collLog := &syncBuffer{}
 	coll := exec.Command(binary, "collector", "--db", dsn, "--listen", listen, "--ready-file", readyFile)
-	coll.Stdout, coll.Stderr = &collLog, &collLog
+	coll.Stdout, coll.Stderr = collLog, collLog
 	if err := coll.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +84,8 @@ func TestAllowListHoldsOnTheWire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var errBuf bytes.Buffer
-		cmd.Stderr = &errBuf
+		errBuf := &syncBuffer{}
+		cmd.Stderr = errBuf
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
