@@ -125,24 +125,11 @@ func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return err
 	}
 	tck, tckSource := clockTicks()
-	dir, err := os.MkdirTemp("", "anyscope-bench-agent-")
+	dir, cleanup, err := workDir("anyscope-bench-agent-", "benchmark", c.Keep)
 	if err != nil {
 		return err
 	}
-	// PostgreSQL runs as the postgres user: it must reach its directory.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return err
-	}
-	defer func() {
-		if c.Keep {
-			fmt.Fprintf(os.Stderr, "benchmark files kept in %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
-	step := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
-	}
+	defer cleanup()
 
 	events, err := os.Create(filepath.Join(dir, "events.jsonl"))
 	if err != nil {

@@ -73,25 +73,11 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "anyscope-demo-")
+	dir, cleanup, err := workDir("anyscope-demo-", "demo", c.Keep)
 	if err != nil {
 		return err
 	}
-	// PostgreSQL runs as the postgres user when we are root: it must be able
-	// to reach its data directory below this one.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return err
-	}
-	defer func() {
-		if c.Keep {
-			fmt.Fprintf(os.Stderr, "demo files kept in %s\n", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}()
-	step := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
-	}
+	defer cleanup()
 
 	events, err := os.Create(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
@@ -445,4 +431,31 @@ func waitForFile(ctx context.Context, path string, timeout time.Duration) (strin
 		}
 	}
 	return "", fmt.Errorf("%s did not appear within %s", path, timeout)
+}
+
+// workDir makes a temporary directory for a run's database, spools and
+// logs, reachable by PostgreSQL (which runs as the postgres user when we are
+// root), and returns the function that removes it — or, with keep, says
+// where it is.
+func workDir(pattern, what string, keep bool) (string, func(), error) {
+	dir, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, func() {
+		if keep {
+			fmt.Fprintf(os.Stderr, "%s files kept in %s\n", what, dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// step announces a stage of a long run.
+func step(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
 }
