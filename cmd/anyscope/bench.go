@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +37,7 @@ type BenchIngestCmd struct {
 	Results     int    `help:"Results per measured path." default:"200000"`
 	Batch       int    `help:"Results per batch (HTTP batch and COPY alike)." default:"1000"`
 	Concurrency int    `help:"Concurrent uploaders (and concurrent COPY streams)." default:"2"`
+	Reps        int    `help:"Repetitions of both paths, interleaved; the median ratio is reported." default:"3"`
 	CPUProfile  string `help:"Write a CPU profile of the ingest phase to this file." placeholder:"FILE"`
 }
 
@@ -132,10 +135,13 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 	// Request bodies are encoded (and gzipped, as agents send them) before
 	// the clock starts: the agent's cost is not the collector's.
+	if c.Reps < 1 {
+		return fmt.Errorf("--reps must be at least 1")
+	}
 	bodies := make([][][]byte, c.Concurrency)
 	copyBatches := make([][][]api.Result, c.Concurrency)
 	for w := range bodies {
-		for i := 0; i < perAgent; i++ {
+		for i := 0; i < perAgent*c.Reps; i++ {
 			b, err := json.Marshal(mkBatch(httpAgents[w].agent.Name, i))
 			if err != nil {
 				return err
@@ -167,14 +173,15 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 		}
 		return nil
 	}
-	// parallel runs one worker per agent, each doing its batches in order.
-	parallel := func(f func(w, i int) error) (time.Duration, error) {
+	// parallel runs one worker per agent, each doing its batches of
+	// repetition rep in order.
+	parallel := func(rep int, f func(w, i int) error) (time.Duration, error) {
 		var wg sync.WaitGroup
 		errs := make(chan error, c.Concurrency)
 		t0 := time.Now()
 		for w := 0; w < c.Concurrency; w++ {
 			wg.Go(func() {
-				for i := 0; i < perAgent; i++ {
+				for i := rep * perAgent; i < (rep+1)*perAgent; i++ {
 					if err := f(w, i); err != nil {
 						errs <- err
 						return
@@ -188,7 +195,7 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	// Warm up both paths (connections, partitions, caches) on other rows.
-	if _, err := st.CopyRaw(ctx, copyAgents[0].agent.ID, mkBatch(copyAgents[0].agent.Name, perAgent+1).Results); err != nil {
+	if _, err := st.CopyRaw(ctx, copyAgents[0].agent.ID, mkBatch(copyAgents[0].agent.Name, perAgent*c.Reps+1).Results); err != nil {
 		return err
 	}
 
@@ -202,40 +209,48 @@ func (c *BenchIngestCmd) Run(ctx context.Context, log *slog.Logger) error {
 			return err
 		}
 	}
-	httpTook, err := parallel(func(w, i int) error { return post(httpAgents[w].token, bodies[w][i]) })
+	// The two paths alternate, repetition after repetition, so that drift in
+	// the machine's speed hits both alike; the median repetition is reported.
+	type rep struct{ ingest, copy, ratio float64 }
+	var reps []rep
+	total := perAgent * c.Batch * c.Concurrency // per path and repetition
+	for r := 0; r < c.Reps; r++ {
+		httpTook, err := parallel(r, func(w, i int) error { return post(httpAgents[w].token, bodies[w][i]) })
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		copyTook, err := parallel(r, func(w, i int) error {
+			_, err := st.CopyRaw(ctx, copyAgents[w].agent.ID, copyBatches[w][i])
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("copy: %w", err)
+		}
+		x := rep{ingest: float64(total) / httpTook.Seconds(), copy: float64(total) / copyTook.Seconds()}
+		x.ratio = x.ingest / x.copy
+		fmt.Printf("repetition %d: ingest over HTTP %.0f results/s, raw COPY %.0f rows/s, ratio %.2f\n", r+1, x.ingest, x.copy, x.ratio)
+		reps = append(reps, x)
+	}
 	if c.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
-	if err != nil {
-		return fmt.Errorf("ingest: %w", err)
-	}
-	dupTook, err := parallel(func(w, i int) error { return post(httpAgents[w].token, bodies[w][i]) })
+	dupTook, err := parallel(0, func(w, i int) error { return post(httpAgents[w].token, bodies[w][i]) })
 	if err != nil {
 		return fmt.Errorf("re-delivery: %w", err)
 	}
-	copyTook, err := parallel(func(w, i int) error {
-		_, err := st.CopyRaw(ctx, copyAgents[w].agent.ID, copyBatches[w][i])
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("copy: %w", err)
-	}
-	total := perAgent * c.Batch * c.Concurrency
 	for _, a := range httpAgents {
 		n, max, err := st.AgentSeqStats(ctx, a.agent.Name)
 		if err != nil {
 			return err
 		}
-		if want := int64(perAgent * c.Batch); n != want || max != want {
+		if want := int64(perAgent * c.Batch * c.Reps); n != want || max != want {
 			return fmt.Errorf("agent %s: stored %d results (max seq %d), want %d", a.agent.Name, n, max, want)
 		}
 	}
-	ingestRate := float64(total) / httpTook.Seconds()
-	dupRate := float64(total) / dupTook.Seconds()
-	copyRate := float64(total) / copyTook.Seconds()
-	fmt.Printf("ingest over HTTP: %d results from %d agents uploading at once, batches of %d: %.2fs\n", total, c.Concurrency, c.Batch, httpTook.Seconds())
-	fmt.Printf("re-delivery of the same batches (all duplicates): %.0f results/s\n", dupRate)
-	fmt.Printf("raw COPY into results, same batches and concurrency: %.2fs\n", copyTook.Seconds())
-	fmt.Printf("BENCH ingest_results_per_s=%.0f copy_rows_per_s=%.0f ratio=%.2f\n", ingestRate, copyRate, ingestRate/copyRate)
+	slices.SortFunc(reps, func(a, b rep) int { return cmp.Compare(a.ratio, b.ratio) })
+	med := reps[len(reps)/2]
+	fmt.Printf("ingest over HTTP: %d results per repetition from %d agents uploading at once, batches of %d\n", total, c.Concurrency, c.Batch)
+	fmt.Printf("re-delivery of the same batches (all duplicates): %.0f results/s\n", float64(total)/dupTook.Seconds())
+	fmt.Printf("BENCH ingest_results_per_s=%.0f copy_rows_per_s=%.0f ratio=%.2f\n", med.ingest, med.copy, med.ratio)
 	return nil
 }

@@ -107,33 +107,43 @@ func benchTargetsYAML(n int) string {
 
 // Run builds the lab, runs both agents, samples them and prints the BENCH
 // line last.
-func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
+func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) error {
+	line, err := c.run(ctx, log)
+	if err != nil {
+		return err
+	}
+	// Printed after everything is torn down, so that it is the last line.
+	fmt.Println(line)
+	return nil
+}
+
+func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string, err error) {
 	if os.Geteuid() != 0 {
-		return errors.New("bench agent runs the agent inside the anycast lab (network namespaces, BGP with bird2, NSD): run it as root")
+		return "", errors.New("bench agent runs the agent inside the anycast lab (network namespaces, BGP with bird2, NSD): run it as root")
 	}
 	if c.Duration < 20*time.Second || c.Warmup < benchInterval {
-		return fmt.Errorf("--duration must be at least 20s and --warmup at least %s", benchInterval)
+		return "", fmt.Errorf("--duration must be at least 20s and --warmup at least %s", benchInterval)
 	}
 	profile := c.AgentCPUProfile
 	if profile != "" {
 		if profile, err = filepath.Abs(profile); err != nil {
-			return err
+			return "", err
 		}
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return "", err
 	}
 	tck, tckSource := clockTicks()
 	dir, cleanup, err := workDir("anyscope-bench-agent-", "benchmark", c.Keep)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer cleanup()
 
 	events, err := os.Create(filepath.Join(dir, "events.jsonl"))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer events.Close()
 	// Whatever a crashed earlier run left under our prefix goes first.
@@ -143,7 +153,7 @@ func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	step("building the anycast lab (prefix %s)", c.Prefix)
 	l, err := upLab(ctx, log, c.Prefix, c.StateDir, events)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer func() {
 		step("taking the lab down")
@@ -155,21 +165,21 @@ func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	step("starting a private PostgreSQL cluster in %s", filepath.Join(dir, "pg"))
 	st, dsn, stopDB, err := startStore(ctx, log, dir)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer stopDB()
 	ts, err := targets.Parse("bench-targets.yaml", []byte(benchTargetsYAML(benchTargets)))
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := st.ApplyTargets(ctx, ts); err != nil {
-		return err
+		return "", err
 	}
 
 	step("starting the collector on the management network (%s)", c.Listen)
 	stopColl, err := startCollector(ctx, self, dir, dsn, c.Listen)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer stopColl()
 
@@ -184,36 +194,36 @@ func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	runStart := time.Now()
 	busy, err := agents.start(ctx, l, st, self, dir, c.Listen, benchAgentVP, benchAgentName, benchAgentConfig, args...)
 	if err != nil {
-		return err
+		return "", err
 	}
 	idle, err := agents.start(ctx, l, st, self, dir, c.Listen, benchIdleVP, benchIdleName, benchIdleConfig)
 	if err != nil {
-		return err
+		return "", err
 	}
 	step("warming up for %s", c.Warmup)
 	if err := sleepCtx(ctx, c.Warmup); err != nil {
-		return err
+		return "", err
 	}
 	for _, p := range []struct {
 		pid  int
 		name string
 	}{{busy.Process.Pid, benchAgentName}, {idle.Process.Pid, benchIdleName}} {
 		if err := checkAgentProcess(p.pid, self); err != nil {
-			return fmt.Errorf("%s (log %s): %w", p.name, filepath.Join(dir, p.name, "agent.log"), err)
+			return "", fmt.Errorf("%s (log %s): %w", p.name, filepath.Join(dir, p.name, "agent.log"), err)
 		}
 	}
 
 	step("sampling /proc of both agents every second for %s", c.Duration)
 	n0, _, err := st.AgentSeqStats(ctx, benchAgentName)
 	if err != nil {
-		return err
+		return "", err
 	}
 	busyS, idleS := &procSeries{pid: busy.Process.Pid}, &procSeries{pid: idle.Process.Pid}
 	end := time.Now().Add(c.Duration)
 	for {
 		for _, s := range []*procSeries{busyS, idleS} {
 			if err := s.sample(); err != nil {
-				return fmt.Errorf("agent %d is gone (logs in %s): %w", s.pid, dir, err)
+				return "", fmt.Errorf("agent %d is gone (logs in %s): %w", s.pid, dir, err)
 			}
 		}
 		left := time.Until(end)
@@ -221,26 +231,26 @@ func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 			break
 		}
 		if err := sleepCtx(ctx, min(time.Second, left)); err != nil {
-			return err
+			return "", err
 		}
 	}
 	n1, _, err := st.AgentSeqStats(ctx, benchAgentName)
 	if err != nil {
-		return err
+		return "", err
 	}
 	window := busyS.last.at.Sub(busyS.first.at)
 
 	step("stopping the agents (each ships what it still holds)")
 	if err := agents.stop(); err != nil {
-		return err
+		return "", err
 	}
 	byKind, failed, err := benchKindCounts(ctx, st, benchAgentName, runStart)
 	if err != nil {
-		return err
+		return "", err
 	}
 	idleN, _, err := st.AgentSeqStats(ctx, benchIdleName)
 	if err != nil {
-		return err
+		return "", err
 	}
 
 	b, i := busyS.stats(tck), idleS.stats(tck)
@@ -275,14 +285,14 @@ func (c *BenchAgentCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 	switch {
 	case stored <= 0:
-		return fmt.Errorf("the measured agent stored no results in the window (logs in %s; --keep keeps them)", dir)
+		return "", fmt.Errorf("the measured agent stored no results in the window (logs in %s; --keep keeps them)", dir)
 	case len(missing) > 0:
-		return fmt.Errorf("the measured agent stored no %s results (logs in %s; --keep keeps them)", strings.Join(missing, ", "), dir)
+		return "", fmt.Errorf("the measured agent stored no %s results (logs in %s; --keep keeps them)", strings.Join(missing, ", "), dir)
 	case idleN != 0:
-		return fmt.Errorf("the idle agent stored %d results: it is no reference", idleN)
+		return "", fmt.Errorf("the idle agent stored %d results: it is no reference", idleN)
 	}
-	fmt.Printf("BENCH agent_rss_mb=%.1f agent_cpu_pct=%.1f idle_rss_mb=%.1f idle_cpu_pct=%.1f results=%d\n", b.hwm, b.cpuPct, i.hwm, i.cpuPct, stored)
-	return nil
+	line = fmt.Sprintf("BENCH agent_rss_mb=%.1f agent_cpu_pct=%.1f idle_rss_mb=%.1f idle_cpu_pct=%.1f results=%d", b.hwm, b.cpuPct, i.hwm, i.cpuPct, stored)
+	return line, nil
 }
 
 // benchKindCounts counts the agent's stored results, and the failed ones,
