@@ -590,11 +590,13 @@ func TestLingerBatchesRounds(t *testing.T) {
 	t.Parallel()
 	col, srv := newCollector(t)
 	sp := newSpool(t, 0)
-	s, _, _ := newShipper(t, sp, srv.URL, Options{Linger: 300 * time.Millisecond})
+	s, _, _ := newShipper(t, sp, srv.URL, Options{Linger: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	wake := make(chan struct{}, 1)
 	done := make(chan error)
 	go func() { done <- s.Run(ctx, wake) }()
+	// Let Run find the spool empty and wait for a wake-up first.
+	time.Sleep(200 * time.Millisecond)
 	for range 5 {
 		appendN(t, sp, 2)
 		select {
