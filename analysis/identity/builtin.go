@@ -67,6 +67,10 @@ var builtinTable = []builtin{
 	// at the start of the first label.
 	{name: "iata-number", scope: scopeName, priority: 70, confidence: 0.7, caseless: true,
 		pattern: `^([a-z]{3})[0-9]{1,4}[a-z]?(?:[-.]|$)`},
+	// Short NSIDs "ams-1", "lhr-02": IATA, a dash and a server number,
+	// nothing else.
+	{name: "iata-dash-number", scope: scopeName, priority: 75, confidence: 0.6, caseless: true,
+		pattern: `^([a-z]{3})-[0-9]{1,4}$`},
 }
 
 // stopWords are three-letter labels common in host names that are not sites.

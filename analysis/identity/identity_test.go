@@ -57,6 +57,9 @@ func TestResolveBuiltin(t *testing.T) {
 		{"8a1b2c3d4e5f6789-LHR", "LHR", "8a1b2c3d4e5f6789-lhr", "cf-ray"},
 		{"cache-fra19151-FRA", "FRA", "cache-fra19151-fra", "fastly"},
 		{"IAD89-C1", "IAD", "iad89-c1", "iata-number"},
+		// short NSIDs
+		{"ams-1", "AMS", "ams-1", "iata-dash-number"},
+		{"LHR-02", "LHR", "lhr-02", "iata-dash-number"},
 		// normalisation: spaces and the root dot
 		{"  ns1.fi-hel.k.ripe.net.  ", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata"},
 		{"NS1.FI-HEL.K.RIPE.NET", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata"},
