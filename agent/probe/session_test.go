@@ -698,8 +698,10 @@ func TestSessionLoop(t *testing.T) {
 				t.Errorf("session %d opened before %d closed", i+1, i)
 			}
 		}
-		// The last connection may not be accepted yet when ctx ends.
-		if n := int(conns.Load()); n != len(results) && n != len(results)-1 {
+		// When ctx ends, the last session may be unaccepted yet (one
+		// connection fewer), or accepted but cut short before it produced a
+		// result (one more: a connect cut short by ctx is not emitted).
+		if n := int(conns.Load()); n < len(results)-1 || n > len(results)+1 {
 			t.Errorf("%d connections for %d sessions", n, len(results))
 		}
 	})
