@@ -179,7 +179,7 @@ func TestSessionDNS(t *testing.T) {
 				t.Errorf("identity %q, want the NSID ams-1", id)
 			}
 		}
-		if d := time.Since(start); d < time.Second || d > 1300*time.Millisecond {
+		if d := time.Since(start); d < time.Second || d > 2500*time.Millisecond {
 			t.Errorf("session took %s, want its 1s life", d)
 		}
 		if life := r.Session.ClosedAt.Sub(r.Session.OpenedAt); life < time.Second || life > 1100*time.Millisecond {
@@ -225,11 +225,11 @@ func TestSessionDNS(t *testing.T) {
 		port := serveSessionDNS(t, ams, func(s *dns.Server) {
 			s.IdleTimeout = func() time.Duration { return 150 * time.Millisecond }
 		})
-		s := newSessionProber(t, SessionOptions{Interval: 400 * time.Millisecond, Life: 10 * time.Second, Port: port})
+		s := newSessionProber(t, SessionOptions{Interval: 2 * time.Second, Life: 10 * time.Second, Port: port})
 		start := time.Now()
 		r := s.Run(context.Background(), sessionTarget, sessionLoopback, api.QuerySessionDNS)
 		checkSession(t, r, api.EndServerClose, api.FailureNone)
-		if len(r.Session.Answers) != 1 || time.Since(start) > 300*time.Millisecond {
+		if len(r.Session.Answers) != 1 || time.Since(start) > 1500*time.Millisecond {
 			t.Errorf("%d answers after %s: want the FIN seen while idle, before the next query", len(r.Session.Answers), time.Since(start))
 		}
 	})
@@ -265,8 +265,8 @@ func TestSessionDNS(t *testing.T) {
 		start := time.Now()
 		r := s.Run(context.Background(), sessionTarget, sessionLoopback, api.QuerySessionDNS)
 		checkSession(t, r, api.EndReset, api.FailureConnectionReset)
-		if d := time.Since(start); d > 200*time.Millisecond {
-			t.Errorf("reset noticed after %s, want at once", d)
+		if d := time.Since(start); d > 800*time.Millisecond {
+			t.Errorf("reset noticed after %s, want at once (well before the next query)", d)
 		}
 	})
 
@@ -291,7 +291,7 @@ func TestSessionDNS(t *testing.T) {
 		// The third query went out one interval after the second; the end
 		// follows Timeout later.
 		sent := r.Session.OpenedAt.Add(2 * 50 * time.Millisecond)
-		if d := r.Session.ClosedAt.Sub(sent); d < timeout-10*time.Millisecond || d > timeout+50*time.Millisecond {
+		if d := r.Session.ClosedAt.Sub(sent); d < timeout-10*time.Millisecond || d > timeout+500*time.Millisecond {
 			t.Errorf("ended %s after the unanswered query, want %s", d, timeout)
 		}
 	})
