@@ -97,6 +97,11 @@ func New(o Options) (*Lab, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lab: find own executable for the HTTP responder: %w", err)
 		}
+		// In a Go test binary "lab httpd" would run the whole test suite in
+		// every site (labs within labs, each tearing the others down).
+		if strings.HasSuffix(self, ".test") {
+			return nil, errors.New("lab: running inside a Go test binary: set Options.HTTPD to a command that runs the HTTP responder (e.g. the anyscope binary's \"lab httpd\")")
+		}
 		l.httpd = []string{self, "lab", "httpd"}
 	}
 	return l, nil

@@ -148,3 +148,12 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestNewRefusesTestBinaryAsHTTPD: without Options.HTTPD, the lab would run
+// its own executable as each site's HTTP responder — in a test, the test
+// binary, which would run the whole suite there instead.
+func TestNewRefusesTestBinaryAsHTTPD(t *testing.T) {
+	if _, err := New(Options{StateDir: t.TempDir(), Prefix: "xt-"}); err == nil || !strings.Contains(err.Error(), "Go test binary") {
+		t.Fatalf("New without HTTPD in a test binary: %v", err)
+	}
+}
