@@ -181,22 +181,9 @@ func checkHTTPSpec(s *api.HTTPSpec) (httpRequest, error) {
 // returns no result when ctx ends before the request is sent.
 func (p *HTTP) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result {
 	addr = addr.Unmap().WithZone("")
-	if p.opts.Limiter != nil {
-		if err := p.opts.Limiter.Wait(ctx); err != nil {
-			return nil
-		}
-	}
-	if ctx.Err() != nil {
+	res, start, ok := begin(ctx, p.opts.Limiter, t, addr, api.KindHTTP, api.TransportTCP, api.QueryGet)
+	if !ok {
 		return nil
-	}
-	start := time.Now()
-	res := api.Result{
-		MeasuredAt: start.UTC(),
-		Target:     t.Name,
-		Address:    addr.String(),
-		Kind:       api.KindHTTP,
-		Transport:  api.TransportTCP,
-		Query:      api.QueryGet,
 	}
 	req, err := checkHTTPSpec(t.HTTP)
 	if req.method == api.QueryHead {

@@ -131,22 +131,9 @@ func NewPing(o PingOptions) (*Ping, error) {
 // limiter refuses the first request. transport must be api.TransportICMP.
 func (p *Ping) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result {
 	addr = addr.Unmap().WithZone("")
-	if p.opts.Limiter != nil {
-		if err := p.opts.Limiter.Wait(ctx); err != nil {
-			return nil
-		}
-	}
-	if ctx.Err() != nil {
+	res, _, ok := begin(ctx, p.opts.Limiter, t, addr, api.KindPing, api.TransportICMP, api.QueryEcho)
+	if !ok {
 		return nil
-	}
-	start := time.Now()
-	res := api.Result{
-		MeasuredAt: start.UTC(),
-		Target:     t.Name,
-		Address:    addr.String(),
-		Kind:       api.KindPing,
-		Transport:  api.TransportICMP,
-		Query:      api.QueryEcho,
 	}
 	if transport != api.TransportICMP {
 		// The schedule asked for something this prober cannot send.

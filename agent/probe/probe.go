@@ -8,8 +8,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -60,4 +62,28 @@ func Classify(err error) api.Failure {
 		return api.FailureTimeout
 	}
 	return api.FailureUnknown
+}
+
+// begin waits for the limiter's slot and opens the result of one probe of
+// t at addr, measured from the returned start time. ok is false when ctx
+// ended (or the limiter refused) before anything was sent: that is not a
+// measurement, and the prober returns no result.
+func begin(ctx context.Context, lim Limiter, t api.ScheduleTarget, addr netip.Addr, kind api.Kind, transport api.Transport, query string) (res api.Result, start time.Time, ok bool) {
+	if lim != nil {
+		if err := lim.Wait(ctx); err != nil {
+			return res, start, false
+		}
+	}
+	if ctx.Err() != nil {
+		return res, start, false
+	}
+	start = time.Now()
+	return api.Result{
+		MeasuredAt: start.UTC(),
+		Target:     t.Name,
+		Address:    addr.String(),
+		Kind:       kind,
+		Transport:  transport,
+		Query:      query,
+	}, start, true
 }

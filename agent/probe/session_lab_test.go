@@ -95,7 +95,7 @@ func TestSessionLab(t *testing.T) {
 	}
 	for _, bin := range []string{"ip", "bird", "nsd", "nft"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("the session lab test needs %s (Debian: bird2 nsd nftables iproute2; `anyscope lab up` installs them)", bin)
+			t.Fatalf("the session lab test needs %s (make deps installs bird2, nsd and nftables): %v", bin, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
