@@ -27,6 +27,49 @@ type Observation struct {
 	Failure  api.Failure
 	Identity string // untrusted text from the network; empty when none
 	RTT      time.Duration
+	// PathEnd lists, for traceroute observations, the addresses of the last
+	// responding hops before the destination (at most MaxPathEnd, nearest
+	// the destination last); nil for other kinds or when none answered.
+	PathEnd []netip.Addr
+	// Session is set for session observations (one long-lived connection).
+	Session *Session
+}
+
+// MaxPathEnd is the most hops an Observation's PathEnd keeps.
+const MaxPathEnd = 3
+
+// Session is how one long-lived connection to an anycast address lived.
+// Observation.Identity holds the identity of its first answer.
+type Session struct {
+	ClosedAt time.Time
+	// End is one of the api.End* constants (reset, timeout, server_close…).
+	End string
+	// LastIdentity is the identity of its last answer ("" when none).
+	LastIdentity string
+}
+
+// Broke reports whether the connection ended the way a connection whose
+// packets reached a site without its state ends: reset, silent timeout, or
+// another server answering on it. A normal close is not a break.
+func (s *Session) Broke() bool {
+	return s != nil && (s.End == api.EndReset || s.End == api.EndTimeout || s.End == api.EndIdentityChanged)
+}
+
+// VantagePoint is where measurements come from: an anyscope agent or an
+// imported probe (RIPE Atlas "atlas-<id>").
+type VantagePoint struct {
+	Name      string
+	Latitude  float64
+	Longitude float64
+	HasCoords bool
+	ASN       int    // 0 when unknown
+	Country   string // ISO 3166 alpha-2, "" when unknown
+}
+
+// VantagePointSource is implemented by sources that know where their
+// vantage points are (latency geography needs it).
+type VantagePointSource interface {
+	VantagePoints(ctx context.Context) ([]VantagePoint, error)
 }
 
 // Target is what analysis needs to know of a target: its operator-declared
