@@ -2,13 +2,11 @@ package store
 
 import (
 	"context"
-	"fmt"
-	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/anyscope/anyscope/analysis"
-	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
 // Observations calls fn for every stored result measured in [since, until)
@@ -18,65 +16,40 @@ import (
 // fn stops the iteration and is returned as is. It implements
 // analysis.Source.
 func (s *Store) Observations(ctx context.Context, since, until time.Time, target string, fn func(analysis.Observation) error) error {
-	const op = "store: observations"
-	var tid int64 // 0: all targets
-	if target != "" {
-		var err error
-		if tid, err = s.targetID(ctx, target); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-	}
-	// Only the bounds given appear in the query, so the planner prunes
-	// partitions.
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(cond string, v any) {
-		args = append(args, v)
-		where = append(where, fmt.Sprintf(cond, len(args)))
-	}
-	if !since.IsZero() {
-		arg("r.measured_at >= $%d", since)
-	}
-	if !until.IsZero() {
-		arg("r.measured_at < $%d", until)
-	}
-	if tid != 0 {
-		arg("r.target_id = $%d", tid)
-	}
-	sql := `
-		SELECT a.name, t.name, r.address, r.kind, r.transport, r.query, r.measured_at, r.failure,
-		       coalesce(r.identity, ''), coalesce(r.rtt_us, 0), coalesce(r.round, 0)
-		FROM results r
-		JOIN agents a ON a.id = r.agent_id
-		JOIN targets t ON t.id = r.target_id`
-	if len(where) > 0 {
-		sql += "\n\t\tWHERE " + strings.Join(where, " AND ")
-	}
-	sql += "\n\t\tORDER BY r.measured_at, r.agent_id, r.seq"
-	rows, err := s.db.Query(ctx, sql, args...)
+	_, err := s.Scan(ctx, ScanOptions{Since: since, Until: until, Target: target}, fn)
+	return err
+}
+
+// VantagePoints lists every agent with its location. Imported probes keep
+// their ASN in the provider column ("AS64496") and their country in region;
+// both are read back from there. It implements analysis.VantagePointSource.
+func (s *Store) VantagePoints(ctx context.Context) ([]analysis.VantagePoint, error) {
+	const op = "store: vantage points"
+	rows, err := s.db.Query(ctx, `SELECT name, latitude, longitude, provider, region FROM agents ORDER BY name`)
 	if err != nil {
-		return s.translate(op, err)
+		return nil, s.translate(op, err)
 	}
 	defer rows.Close()
-	var (
-		o                     analysis.Observation
-		addr                  netip.Addr
-		kind, transport, fail string
-		rttMicros, round      int64
-	)
+	var out []analysis.VantagePoint
 	for rows.Next() {
-		if err := rows.Scan(&o.VantagePoint, &o.Target, &addr, &kind, &transport, &o.Query, &o.At, &fail, &o.Identity, &rttMicros, &round); err != nil {
-			return s.translate(op, err)
+		var (
+			vp               analysis.VantagePoint
+			lat, lon         *float64
+			provider, region string
+		)
+		if err := rows.Scan(&vp.Name, &lat, &lon, &provider, &region); err != nil {
+			return nil, s.translate(op, err)
 		}
-		o.Address, o.Kind, o.Transport, o.Failure = addr, api.Kind(kind), api.Transport(transport), api.Failure(fail)
-		o.At = o.At.UTC()
-		o.RTT = time.Duration(rttMicros) * time.Microsecond
-		o.Round = uint64(round)
-		if err := fn(o); err != nil {
-			return err
+		if lat != nil && lon != nil {
+			vp.Latitude, vp.Longitude, vp.HasCoords = *lat, *lon, true
 		}
+		if n, err := strconv.Atoi(strings.TrimPrefix(provider, "AS")); err == nil && strings.HasPrefix(provider, "AS") && n > 0 {
+			vp.ASN = n
+		}
+		if len(region) == 2 && strings.ToUpper(region) == region {
+			vp.Country = region
+		}
+		out = append(out, vp)
 	}
-	return s.translate(op, rows.Err())
+	return out, s.translate(op, rows.Err())
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -300,7 +301,7 @@ func TestObservations(t *testing.T) {
 			VantagePoint: "vp1", Target: "k-root", Address: kroot.Addresses[0], Kind: api.KindDNS, Transport: api.TransportUDP,
 			Query: api.QueryHostnameBind, At: t0, Identity: "ns1.fi-hel.k.example.net", RTT: 1001 * time.Microsecond,
 		}
-		if first != want {
+		if !reflect.DeepEqual(first, want) {
 			t.Errorf("observation\n got %+v\nwant %+v", first, want)
 		}
 	})

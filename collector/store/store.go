@@ -37,7 +37,8 @@ var (
 	_ DBTX = (*pgxpool.Pool)(nil)
 	_ DBTX = pgx.Tx(nil)
 
-	_ analysis.Source = (*Store)(nil)
+	_ analysis.Source             = (*Store)(nil)
+	_ analysis.VantagePointSource = (*Store)(nil)
 )
 
 // DefaultConnectTimeout bounds one connection attempt when the connection

@@ -1,0 +1,388 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/anyscope/anyscope/analysis"
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// Scan bounds and tuning.
+const (
+	// DefaultScanChunk is the first chunk of measured_at a scan reads; later
+	// chunks grow or shrink to hold about scanChunkRows results.
+	DefaultScanChunk = 10 * time.Minute
+	scanChunkRows    = 200_000
+	minScanChunk     = time.Minute
+	maxScanChunk     = 7 * 24 * time.Hour
+	// maxInterned bounds the strings a scan shares between rows (identities,
+	// queries…); beyond it each row gets its own copy.
+	maxInterned = 1 << 16
+)
+
+// ScanOptions select the results a scan reads.
+type ScanOptions struct {
+	// Since and Until bound measured_at to [Since, Until); a zero bound is
+	// open on that side (the first and last partitions bound it then).
+	Since, Until time.Time
+	// ReceivedAfter and ReceivedThrough, when set, keep only the results
+	// received in (ReceivedAfter, ReceivedThrough]: what arrived since an
+	// incremental analyzer's previous run.
+	ReceivedAfter, ReceivedThrough time.Time
+	// Target restricts the scan to one target; "" reads all.
+	Target string
+}
+
+// ScanStats describes a scan.
+type ScanStats struct {
+	Rows   int
+	Chunks int
+	// LastReceived is the latest received_at among the rows read (zero
+	// when none).
+	LastReceived time.Time
+}
+
+// Scan calls fn for every stored result opts selects, in order of
+// measured_at, then agent, then sequence — the order Observations promises.
+// It reads the results table in chunks of measured_at (BRIN-indexed), each
+// sorted by the database, with binary-format rows decoded without
+// reflection: it is the path a full analysis of millions of results takes.
+// Trace observations carry their last responding hops (PathEnd) and session
+// observations their end (Session). An error from fn stops the scan and is
+// returned as is.
+func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Observation) error) (ScanStats, error) {
+	const op = "store: scan"
+	var stats ScanStats
+	names, err := s.names(ctx)
+	if err != nil {
+		return stats, fmt.Errorf("%s: %w", op, err)
+	}
+	var tid int64
+	if opts.Target != "" {
+		if tid, err = s.targetID(ctx, opts.Target); err != nil {
+			return stats, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	since, until := opts.Since.UTC(), opts.Until.UTC()
+	if since.IsZero() || until.IsZero() {
+		first, last, ok, err := s.partitionSpan(ctx)
+		if err != nil {
+			return stats, fmt.Errorf("%s: %w", op, err)
+		}
+		if !ok {
+			return stats, nil
+		}
+		if since.IsZero() || since.Before(first) {
+			since = first
+		}
+		if until.IsZero() || until.After(last) {
+			until = last
+		}
+	}
+	if !since.Before(until) {
+		return stats, nil
+	}
+
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return stats, s.translate(op, err)
+	}
+	defer conn.Release()
+	pc := conn.Conn().PgConn()
+	// A large sort per chunk stays in memory.
+	if err := pc.Exec(ctx, "SET work_mem = '256MB'").Close(); err != nil {
+		return stats, s.translate(op, err)
+	}
+	defer func() {
+		// Best effort: the connection goes back to the pool.
+		_ = pc.Exec(context.WithoutCancel(ctx), "RESET work_mem").Close()
+	}()
+
+	var cond []string
+	cond = append(cond, "r.measured_at >= $1::timestamptz", "r.measured_at < $2::timestamptz")
+	var extra [][]byte
+	if !opts.ReceivedAfter.IsZero() {
+		extra = append(extra, pgTime(opts.ReceivedAfter))
+		cond = append(cond, fmt.Sprintf("r.received_at > $%d::timestamptz", 2+len(extra)))
+	}
+	if !opts.ReceivedThrough.IsZero() {
+		extra = append(extra, pgTime(opts.ReceivedThrough))
+		cond = append(cond, fmt.Sprintf("r.received_at <= $%d::timestamptz", 2+len(extra)))
+	}
+	if tid != 0 {
+		extra = append(extra, []byte(fmt.Sprint(tid)))
+		cond = append(cond, fmt.Sprintf("r.target_id = $%d::bigint", 2+len(extra)))
+	}
+	sql := `SELECT r.agent_id, r.target_id, r.address, r.kind, r.transport, r.query, r.measured_at,
+	               r.failure, r.identity, r.rtt_us, r.round, r.received_at,
+	               CASE WHEN r.kind IN ('trace', 'session') THEN r.detail::text END
+	        FROM results r
+	        WHERE ` + strings.Join(cond, " AND ") + `
+	        ORDER BY r.measured_at, r.agent_id, r.seq`
+	formats := []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}
+
+	d := decoder{names: names, strs: make(map[string]string)}
+	chunk := DefaultScanChunk
+	for from := since; from.Before(until); {
+		to := from.Add(chunk)
+		if to.After(until) {
+			to = until
+		}
+		params := append([][]byte{pgTime(from), pgTime(to)}, extra...)
+		rr := pc.ExecParams(ctx, sql, params, nil, nil, formats)
+		n := 0
+		for rr.NextRow() {
+			o, recv, err := d.decode(rr.Values())
+			if err != nil {
+				rr.Close()
+				return stats, fmt.Errorf("%s: %w", op, err)
+			}
+			n++
+			if recv.After(stats.LastReceived) {
+				stats.LastReceived = recv
+			}
+			if err := fn(o); err != nil {
+				rr.Close()
+				return stats, err
+			}
+		}
+		if _, err := rr.Close(); err != nil {
+			return stats, s.translate(op, err)
+		}
+		stats.Rows += n
+		stats.Chunks++
+		from = to
+		// Aim the next chunk at scanChunkRows rows.
+		switch {
+		case n == 0:
+			chunk *= 4
+		case n > 0:
+			chunk = time.Duration(float64(chunk) * scanChunkRows / float64(n))
+		}
+		chunk = min(max(chunk, minScanChunk), maxScanChunk)
+	}
+	return stats, nil
+}
+
+// partitionSpan returns the time span the results partitions cover.
+func (s *Store) partitionSpan(ctx context.Context) (first, last time.Time, ok bool, err error) {
+	rows, err := s.db.Query(ctx, `
+		SELECT c.relname FROM pg_inherits i
+		JOIN pg_class c ON c.oid = i.inhrelid
+		JOIN pg_class p ON p.oid = i.inhparent
+		WHERE p.relname = 'results'`)
+	if err != nil {
+		return first, last, false, s.translate("store: partitions", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return first, last, false, s.translate("store: partitions", err)
+		}
+		day, err := time.Parse("20060102", strings.TrimPrefix(name, "results_"))
+		if err != nil {
+			continue // not one of ours
+		}
+		if !ok || day.Before(first) {
+			first = day
+		}
+		if end := day.AddDate(0, 0, 1); !ok || end.After(last) {
+			last = end
+		}
+		ok = true
+	}
+	return first, last, ok, s.translate("store: partitions", rows.Err())
+}
+
+// names maps agent and target ids to names.
+type names struct {
+	agents, targets map[int64]string
+}
+
+func (s *Store) names(ctx context.Context) (names, error) {
+	n := names{agents: map[int64]string{}, targets: map[int64]string{}}
+	for _, q := range []struct {
+		sql string
+		m   map[int64]string
+	}{{`SELECT id, name FROM agents`, n.agents}, {`SELECT id, name FROM targets`, n.targets}} {
+		rows, err := s.db.Query(ctx, q.sql)
+		if err != nil {
+			return n, s.translate("store: names", err)
+		}
+		for rows.Next() {
+			var (
+				id   int64
+				name string
+			)
+			if err := rows.Scan(&id, &name); err != nil {
+				rows.Close()
+				return n, s.translate("store: names", err)
+			}
+			q.m[id] = name
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return n, s.translate("store: names", err)
+		}
+	}
+	return n, nil
+}
+
+// decoder turns binary-format rows into observations, sharing repeated
+// strings between rows.
+type decoder struct {
+	names names
+	strs  map[string]string
+}
+
+// pgEpoch is where PostgreSQL's binary timestamps count from.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func pgTime(t time.Time) []byte { return []byte(t.UTC().Format(time.RFC3339Nano)) }
+
+func (d *decoder) str(b []byte) string {
+	if s, ok := d.strs[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(d.strs) < maxInterned {
+		d.strs[s] = s
+	}
+	return s
+}
+
+func i64(b []byte) (int64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("int8 of %d bytes", len(b))
+	}
+	return int64(binary.BigEndian.Uint64(b)), nil
+}
+
+func ts(b []byte) (time.Time, error) {
+	us, err := i64(b)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return pgEpoch.Add(time.Duration(us) * time.Microsecond), nil
+}
+
+// inet decodes PostgreSQL's binary inet: family (2 IPv4, 3 IPv6), bits,
+// is_cidr, length, address.
+func inet(b []byte) (netip.Addr, error) {
+	if len(b) < 4 || int(b[3]) != len(b)-4 {
+		return netip.Addr{}, fmt.Errorf("inet of %d bytes", len(b))
+	}
+	a, ok := netip.AddrFromSlice(b[4:])
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("inet of %d address bytes", len(b)-4)
+	}
+	return a, nil
+}
+
+func (d *decoder) decode(v [][]byte) (analysis.Observation, time.Time, error) {
+	var (
+		o    analysis.Observation
+		recv time.Time
+		err  error
+		id   int64
+	)
+	if len(v) != 13 {
+		return o, recv, fmt.Errorf("row of %d columns", len(v))
+	}
+	if id, err = i64(v[0]); err != nil {
+		return o, recv, err
+	}
+	o.VantagePoint = d.names.agents[id]
+	if id, err = i64(v[1]); err != nil {
+		return o, recv, err
+	}
+	o.Target = d.names.targets[id]
+	if o.Address, err = inet(v[2]); err != nil {
+		return o, recv, err
+	}
+	o.Kind = api.Kind(d.str(v[3]))
+	o.Transport = api.Transport(d.str(v[4]))
+	o.Query = d.str(v[5])
+	if o.At, err = ts(v[6]); err != nil {
+		return o, recv, err
+	}
+	o.Failure = api.Failure(d.str(v[7]))
+	if v[8] != nil {
+		o.Identity = d.str(v[8])
+	}
+	if v[9] != nil {
+		us, err := i64(v[9])
+		if err != nil {
+			return o, recv, err
+		}
+		o.RTT = time.Duration(us) * time.Microsecond
+	}
+	if v[10] != nil {
+		r, err := i64(v[10])
+		if err != nil {
+			return o, recv, err
+		}
+		o.Round = uint64(r)
+	}
+	if recv, err = ts(v[11]); err != nil {
+		return o, recv, err
+	}
+	if v[12] != nil {
+		detail(&o, v[12])
+	}
+	return o, recv, nil
+}
+
+// detail fills PathEnd (traces) and Session (sessions) from a result's
+// stored values. Values the agent sent malformed are ignored: they were
+// validated at ingest, and analysis only loses this evidence.
+func detail(o *analysis.Observation, raw []byte) {
+	switch o.Kind {
+	case api.KindTrace:
+		var tv api.TraceValues
+		if json.Unmarshal(raw, &tv) != nil {
+			return
+		}
+		o.PathEnd = PathEnd(o.Address, tv.Hops)
+	case api.KindSession:
+		var sv api.SessionValues
+		if json.Unmarshal(raw, &sv) != nil {
+			return
+		}
+		ss := &analysis.Session{ClosedAt: sv.ClosedAt.UTC(), End: sv.End}
+		if n := len(sv.Answers); n > 0 {
+			ss.LastIdentity = sv.Answers[n-1].Identity
+		}
+		o.Session = ss
+	}
+}
+
+// PathEnd returns the addresses of the last responding hops before dst, at
+// most analysis.MaxPathEnd, nearest dst last, one per TTL.
+func PathEnd(dst netip.Addr, hops []api.TraceHop) []netip.Addr {
+	var out []netip.Addr
+	lastTTL := -1
+	for i := len(hops) - 1; i >= 0 && len(out) < analysis.MaxPathEnd; i-- {
+		h := hops[i]
+		if h.Addr == "" || h.TTL == lastTTL {
+			continue
+		}
+		a, err := netip.ParseAddr(h.Addr)
+		if err != nil || a.Unmap() == dst.Unmap() {
+			continue
+		}
+		lastTTL = h.TTL
+		out = append(out, a.Unmap())
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
