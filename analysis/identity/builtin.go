@@ -16,8 +16,10 @@ const (
 )
 
 // builtin is one convention operators use to name their servers. The pattern's
-// first submatch is the site code. Rules are tried by ascending priority; a
-// candidate that is a stop word is skipped.
+// first submatch is the candidate site code. Rules are tried by ascending
+// priority; a candidate that is a stop word, or that neither the catalog
+// (analysis/catalog) nor the target's site list knows, is skipped and the
+// rule's next match, then the next rule, is tried.
 type builtin struct {
 	name       string
 	scope      scope
@@ -83,6 +85,10 @@ var stopWords = map[string]bool{
 	"BGP": true, "LAN": true, "WAN": true, "DEV": true, "PRD": true, "STG": true,
 	"TST": true, "POP": true, "NIC": true, "DOH": true, "DOT": true, "TXT": true,
 	"SOA": true, "DMZ": true, "EXT": true, "LOC": true, "NSD": true,
+	// Quad9's and PCH's resolver prefix (res100.ams.rrdns.pch.net), and
+	// Resistencia's airport code: without this, an unknown site label after
+	// it would let iata-number guess Argentina.
+	"RES": true,
 }
 
 // builtins is builtinTable compiled and sorted by priority.
@@ -101,9 +107,9 @@ func compileBuiltins(table []builtin) []builtin {
 // maxMatches bounds how many matches a rule looks at before giving up.
 const maxMatches = 8
 
-// match returns the rule's site for name, upper-cased, if it has one that is
-// not a stop word.
-func (b *builtin) match(name string) (string, bool) {
+// match returns the rule's site for name, upper-cased: the first candidate
+// that is not a stop word and that accept takes.
+func (b *builtin) match(name string, accept func(string) bool) (string, bool) {
 	if b.caseless {
 		name = asciiLower(name)
 	}
@@ -115,20 +121,20 @@ func (b *builtin) match(name string) (string, bool) {
 				break
 			}
 			seen++
-			if site, ok := b.matchOne(label); ok {
+			if site, ok := b.matchOne(label, accept); ok {
 				return site, true
 			}
 		}
 		return "", false
 	default:
-		return b.matchOne(name)
+		return b.matchOne(name, accept)
 	}
 }
 
-func (b *builtin) matchOne(s string) (string, bool) {
+func (b *builtin) matchOne(s string, accept func(string) bool) (string, bool) {
 	for _, m := range b.re.FindAllStringSubmatch(s, maxMatches) {
 		site := asciiUpper(m[1])
-		if !stopWords[site] {
+		if !stopWords[site] && accept(site) {
 			return site, true
 		}
 	}

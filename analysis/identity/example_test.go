@@ -22,16 +22,31 @@ func ExampleResolver() {
 		"s2.lnx",                // the operator's rule
 		"ns1.fi-hel.k.ripe.net", // a built-in convention, declared site
 		"mia01.l.root-servers.org",
-		"ns1.example.com", // unresolved: reported, never dropped
+		"ns1.fi-xqz.k.ripe.net", // XQZ is no airport, metro or operator code
+		"ns1.example.com",       // unresolved: reported, never dropped
 	} {
 		res := r.Resolve(id)
-		fmt.Printf("%-26s site=%-3s rule=%-11s confidence=%.2f\n", id, res.Site, res.Rule, res.Confidence)
+		place := "-"
+		if res.Place != nil {
+			place = res.Place.City + ", " + res.Place.Country
+		}
+		fmt.Printf("%-26s site=%-3s rule=%-11s confidence=%.2f place=%s\n", id, res.Site, res.Rule, res.Confidence, place)
 	}
 	// Output:
-	// s2.lnx                     site=LON rule=target[0]   confidence=1.00
-	// ns1.fi-hel.k.ripe.net      site=HEL rule=cc-iata     confidence=0.90
-	// mia01.l.root-servers.org   site=MIA rule=iata-number confidence=0.35
-	// ns1.example.com            site=    rule=            confidence=0.00
+	// s2.lnx                     site=LON rule=target[0]   confidence=1.00 place=London, GB
+	// ns1.fi-hel.k.ripe.net      site=HEL rule=cc-iata     confidence=0.90 place=Helsinki (Vantaa), FI
+	// mia01.l.root-servers.org   site=MIA rule=iata-number confidence=0.35 place=Miami, US
+	// ns1.fi-xqz.k.ripe.net      site=    rule=            confidence=0.00 place=-
+	// ns1.example.com            site=    rule=            confidence=0.00 place=-
+}
+
+func ExampleDefault() {
+	// Netnod's lnx is London in the catalog, though Smolensk North's IATA
+	// code is LNX too.
+	res := identity.Default("i-root").Resolve("s1.lnx")
+	fmt.Println(res.Site, res.Rule, res.Place.City, res.Place.Country, res.Place.Kind)
+	// Output:
+	// LNX server-site London GB operator
 }
 
 func ExampleNewResolver_invalid() {

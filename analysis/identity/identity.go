@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/anyscope/anyscope/analysis"
+	"github.com/anyscope/anyscope/analysis/catalog"
 	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
@@ -57,6 +58,11 @@ type Resolution struct {
 	Rule string
 	// Confidence in 0..1 that Site is right; 0 when unresolved.
 	Confidence float64
+	// Place is where the catalog puts Site (airport, metro or operator
+	// code); nil when Site is "" or a code the catalog does not know, as an
+	// operator's own site codes may be. A site the target declares with
+	// coordinates is better placed by those.
+	Place *catalog.Place
 }
 
 // Resolver maps identity strings of one target to sites. It is immutable
@@ -194,13 +200,36 @@ func hasGroup(re *regexp.Regexp, ref string) bool {
 func (r *Resolver) Target() string { return r.target }
 
 // Resolve names the site behind identity. The target's rules are tried
-// first, in order; then the built-in conventions by priority. When the
-// target declares sites, a convention's guess that is declared wins, then a
-// declared code found among the identity's labels, and only then an
-// undeclared guess, with its confidence scaled by UndeclaredFactor. An
-// identity nothing explains resolves to Site ""; callers report those, they
-// never drop them.
+// first, in order; then the built-in conventions by priority. A convention
+// only guesses codes the catalog knows (airport, metro or operator codes) or
+// the target declares; for any other it tries its next match, then the next
+// convention. When the target declares sites, a convention's guess that is
+// declared wins, then a declared code found among the identity's labels, and
+// only then an undeclared guess, with its confidence scaled by
+// UndeclaredFactor. The target's rules and site list are not limited to the
+// catalog. An identity nothing explains resolves to Site ""; callers report
+// those, they never drop them.
 func (r *Resolver) Resolve(identity string) Resolution {
+	res := r.resolve(identity)
+	if res.Site != "" {
+		if p, ok := catalog.Lookup(res.Site); ok {
+			res.Place = &p
+		}
+	}
+	return res
+}
+
+// known reports whether a built-in rule may guess site: the catalog or the
+// target's site list knows it.
+func (r *Resolver) known(site string) bool {
+	if r.declared[site] != "" {
+		return true
+	}
+	_, ok := catalog.Lookup(site)
+	return ok
+}
+
+func (r *Resolver) resolve(identity string) Resolution {
 	trimmed := strings.TrimSpace(identity)
 	res := Resolution{Server: normalise(trimmed)}
 
@@ -227,7 +256,7 @@ func (r *Resolver) Resolve(identity string) Resolution {
 	var first *Resolution
 	for i := range builtins {
 		b := &builtins[i]
-		site, ok := b.match(name)
+		site, ok := b.match(name, r.known)
 		if !ok {
 			continue
 		}

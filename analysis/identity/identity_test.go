@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/anyscope/anyscope/analysis"
+	"github.com/anyscope/anyscope/analysis/catalog"
 )
 
 func mustResolver(t *testing.T, target analysis.Target) *Resolver {
@@ -27,42 +28,50 @@ func TestResolveBuiltin(t *testing.T) {
 		site     string
 		server   string
 		rule     string
+		place    string // "City, CC" from the catalog
 	}{
 		// K-root
-		{"ns1.fi-hel.k.ripe.net", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata"},
-		{"ns2.fi-hel.k.ripe.net", "HEL", "ns2.fi-hel.k.ripe.net", "cc-iata"},
+		{"ns1.fi-hel.k.ripe.net", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata", "Helsinki (Vantaa), FI"},
+		{"ns2.fi-hel.k.ripe.net", "HEL", "ns2.fi-hel.k.ripe.net", "cc-iata", "Helsinki (Vantaa), FI"},
+		{"ns1.jp-tyo.k.ripe.net", "TYO", "ns1.jp-tyo.k.ripe.net", "cc-iata", "Tokyo, JP"},
+		{"ns2.gb-lon.k.ripe.net", "LON", "ns2.gb-lon.k.ripe.net", "cc-iata", "London, GB"},
 		// L-root
-		{"mia01.l.root-servers.org", "MIA", "mia01.l.root-servers.org", "iata-number"},
-		{"aa01-in-bom.l.dns.icann.org", "BOM", "aa01-in-bom.l.dns.icann.org", "cc-iata"},
+		{"mia01.l.root-servers.org", "MIA", "mia01.l.root-servers.org", "iata-number", "Miami, US"},
+		{"aa01-in-bom.l.dns.icann.org", "BOM", "aa01-in-bom.l.dns.icann.org", "cc-iata", "Mumbai, IN"},
 		// F-root
-		{"pek2a.f.root-servers.org", "PEK", "pek2a.f.root-servers.org", "iata-number"},
-		{"DFW.cf.f.root-servers.org", "DFW", "dfw.cf.f.root-servers.org", "upper-label"},
+		{"pek2a.f.root-servers.org", "PEK", "pek2a.f.root-servers.org", "iata-number", "Beijing, CN"},
+		{"DFW.cf.f.root-servers.org", "DFW", "dfw.cf.f.root-servers.org", "upper-label", "Dallas-Fort Worth, US"},
 		// E-root
-		{"c01.MCI.eroot", "MCI", "c01.mci.eroot", "upper-label"},
+		{"c01.MCI.eroot", "MCI", "c01.mci.eroot", "upper-label", "Kansas City, US"},
 		// M-root
-		{"M-NRT-JPNAP-1", "NRT", "m-nrt-jpnap-1", "letter-iata"},
+		{"M-NRT-JPNAP-1", "NRT", "m-nrt-jpnap-1", "letter-iata", "Narita, JP"},
 		// I-root (Netnod codes are not always IATA: lnx is London)
-		{"s1.chi", "CHI", "s1.chi", "server-site"},
-		{"s2.lnx", "LNX", "s2.lnx", "server-site"},
+		{"s1.chi", "CHI", "s1.chi", "server-site", "Chicago, US"},
+		{"s2.lnx", "LNX", "s2.lnx", "server-site", "London, GB"},
+		{"s1.lnx", "LNX", "s1.lnx", "server-site", "London, GB"},
 		// Cloudflare DNS id.server, bare codes
-		{"LHR", "LHR", "lhr", "bare-code"},
-		{"ams", "AMS", "ams", "bare-code"},
+		{"LHR", "LHR", "lhr", "bare-code", "London, GB"},
+		{"ams", "AMS", "ams", "bare-code", "Amsterdam, NL"},
 		// Quad9
-		{"res100.ams.rrdns.pch.net", "AMS", "res100.ams.rrdns.pch.net", "server-site"},
+		{"res100.ams.rrdns.pch.net", "AMS", "res100.ams.rrdns.pch.net", "server-site", "Amsterdam, NL"},
 		// Google Public DNS NSID
-		{"gpdns-ams", "AMS", "gpdns-ams", "gpdns"},
-		{"GPDNS-SIN", "SIN", "gpdns-sin", "gpdns"},
+		{"gpdns-ams", "AMS", "gpdns-ams", "gpdns", "Amsterdam, NL"},
+		{"GPDNS-SIN", "SIN", "gpdns-sin", "gpdns", "Singapore, SG"},
 		// HTTP anycast
-		{"8a1b2c3d4e5f6789-LHR", "LHR", "8a1b2c3d4e5f6789-lhr", "cf-ray"},
-		{"cache-fra19151-FRA", "FRA", "cache-fra19151-fra", "fastly"},
-		{"IAD89-C1", "IAD", "iad89-c1", "iata-number"},
+		{"8a1b2c3d4e5f6789-LHR", "LHR", "8a1b2c3d4e5f6789-lhr", "cf-ray", "London, GB"},
+		{"cache-fra19151-FRA", "FRA", "cache-fra19151-fra", "fastly", "Frankfurt am Main, DE"},
+		{"IAD89-C1", "IAD", "iad89-c1", "iata-number", "Dulles, US"},
 		// short NSIDs
-		{"ams-1", "AMS", "ams-1", "iata-dash-number"},
-		{"LHR-02", "LHR", "lhr-02", "iata-dash-number"},
+		{"ams-1", "AMS", "ams-1", "iata-dash-number", "Amsterdam, NL"},
+		{"LHR-02", "LHR", "lhr-02", "iata-dash-number", "London, GB"},
+		// the lab's sites
+		{"ns1.nl-ams.lab.example", "AMS", "ns1.nl-ams.lab.example", "cc-iata", "Amsterdam, NL"},
+		{"ns1.de-fra.lab.example", "FRA", "ns1.de-fra.lab.example", "cc-iata", "Frankfurt am Main, DE"},
+		{"sin-1", "SIN", "sin-1", "iata-dash-number", "Singapore, SG"},
 		// normalisation: spaces and the root dot
-		{"  ns1.fi-hel.k.ripe.net.  ", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata"},
-		{"NS1.FI-HEL.K.RIPE.NET", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata"},
-		{"RES100.AMS.RRDNS.PCH.NET", "AMS", "res100.ams.rrdns.pch.net", "upper-label"},
+		{"  ns1.fi-hel.k.ripe.net.  ", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata", "Helsinki (Vantaa), FI"},
+		{"NS1.FI-HEL.K.RIPE.NET", "HEL", "ns1.fi-hel.k.ripe.net", "cc-iata", "Helsinki (Vantaa), FI"},
+		{"RES100.AMS.RRDNS.PCH.NET", "AMS", "res100.ams.rrdns.pch.net", "upper-label", "Amsterdam, NL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.identity, func(t *testing.T) {
@@ -74,7 +83,96 @@ func TestResolveBuiltin(t *testing.T) {
 			if got.Confidence <= 0 || got.Confidence > 1 {
 				t.Errorf("Resolve(%q).Confidence = %v, want in (0, 1]", tt.identity, got.Confidence)
 			}
+			if p := got.Place; p == nil || p.Code != tt.site || p.City+", "+p.Country != tt.place {
+				t.Errorf("Resolve(%q).Place = %+v, want %s at %s", tt.identity, p, tt.site, tt.place)
+			}
 		})
+	}
+}
+
+// TestResolveCatalog: built-in rules guess only codes the catalog (or the
+// target's site list) knows, trying the next match and the next rule when a
+// candidate is unknown; the target's own rules are not limited to it.
+func TestResolveCatalog(t *testing.T) {
+	t.Parallel()
+	// ZQX, QQZ and XQZ are in no catalog file.
+	for _, code := range []string{"ZQX", "QQZ", "XQZ"} {
+		if _, ok := catalog.Lookup(code); ok {
+			t.Fatalf("%s is in the catalog: pick another unknown code for this test", code)
+		}
+	}
+	target := analysis.Target{
+		Name:  "example",
+		Rules: []analysis.Rule{{Pattern: `^node-(?P<site>[a-z]+)$`, Site: "${site}"}, {Pattern: `\.lnx$`, Site: "LON"}},
+		Sites: []analysis.Site{{Code: "XQZ"}, {Code: "LON"}, {Code: "AMS"}},
+	}
+	tests := []struct {
+		name     string
+		target   analysis.Target
+		identity string
+		site     string
+		rule     string
+		place    string // catalog code, "" for nil
+	}{
+		{"unknown-bare-code", analysis.Target{}, "zqx", "", "", ""},
+		{"unknown-gpdns", analysis.Target{}, "gpdns-zqx", "", "", ""},
+		{"unknown-letter-iata", analysis.Target{}, "M-ZQX-JPNAP-1", "", "", ""},
+		{"unknown-cc-iata", analysis.Target{}, "ns1.fi-zqx.k.ripe.net", "", "", ""},
+		{"unknown-cf-ray", analysis.Target{}, "8a1b2c3d4e5f6789-ZQX", "", "", ""},
+		{"unknown-server-site", analysis.Target{}, "s1.zqx", "", "", ""},
+		// The resolver prefix is no site, even if an airport has its code.
+		{"quad9-unknown-site", analysis.Target{}, "res100.zqx.rrdns.pch.net", "", "", ""},
+		// The next label's match is tried.
+		{"next-label", analysis.Target{}, "ns1.xx-zqx.fi-hel.example", "HEL", "cc-iata", "HEL"},
+		{"next-upper-label", analysis.Target{}, "c01.ZQX.MCI.eroot", "MCI", "upper-label", "MCI"},
+		// Then the next rule: server-site's ZQX is unknown, iata-number's LHR is not.
+		{"next-rule", analysis.Target{}, "lhr01.zqx.example", "LHR", "iata-number", "LHR"},
+		// A declared code the catalog does not know is still guessed.
+		{"declared-unknown", target, "s1.xqz", "XQZ", "server-site", ""},
+		{"declared-unknown-token", target, "pop-xqz-3.example", "XQZ", RuleDeclaredToken, ""},
+		// The target's rules may name any site code; Place follows the catalog.
+		{"target-rule-unknown", target, "node-qqz", "QQZ", "target[0]", ""},
+		{"target-rule-known", target, "node-ams", "AMS", "target[0]", "AMS"},
+		{"target-rule-metro", target, "s2.lnx", "LON", "target[1]", "LON"},
+		// An undeclared guess keeps its place.
+		{"undeclared-guess", target, "ns1.fi-hel.k.ripe.net", "HEL", "cc-iata", "HEL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.target.Name = "example"
+			got := mustResolver(t, tt.target).Resolve(tt.identity)
+			if got.Site != tt.site || got.Rule != tt.rule {
+				t.Errorf("Resolve(%q) = %+v, want site %q rule %q", tt.identity, got, tt.site, tt.rule)
+			}
+			if got.Server == "" {
+				t.Errorf("Resolve(%q).Server is empty: an identity is always reported", tt.identity)
+			}
+			switch {
+			case tt.place == "" && got.Place != nil:
+				t.Errorf("Resolve(%q).Place = %+v, want nil", tt.identity, got.Place)
+			case tt.place != "" && (got.Place == nil || got.Place.Code != tt.place):
+				t.Errorf("Resolve(%q).Place = %+v, want %s", tt.identity, got.Place, tt.place)
+			}
+		})
+	}
+}
+
+// TestResolvePlaceIsACopy: changing a resolution's Place leaves the catalog
+// alone.
+func TestResolvePlaceIsACopy(t *testing.T) {
+	t.Parallel()
+	r := Default("example")
+	got := r.Resolve("gpdns-ams")
+	if got.Place == nil {
+		t.Fatal("no Place for AMS")
+	}
+	got.Place.City = "Elsewhere"
+	if p, _ := catalog.Lookup("AMS"); p.City != "Amsterdam" {
+		t.Errorf("catalog's AMS is now in %q", p.City)
+	}
+	if again := r.Resolve("gpdns-ams"); again.Place.City != "Amsterdam" {
+		t.Errorf("a later resolution's AMS is in %q", again.Place.City)
 	}
 }
 
@@ -89,11 +187,14 @@ func TestResolveNoFalsePositives(t *testing.T) {
 		"localhost", "unbound 1.17.1", "NSD 4.7.0", "dns1.example.net", "www1.example.org",
 		"ns1.com", "ns1.net", "us-east-1", "eu-west-2.compute", "root", "bind",
 		"ns.example", "my-dns.example", "server", "9.18.24", "2001:db8::53",
+		// three-letter words no airport, metro or operator code carries
+		"xyz", "foo", "qux", "baz", "XYZ.example.net", "gpdns-foo", "node1.qux.example",
+		"res100.foo.rrdns.pch.net", "vp-xyz-1", "m-foo-ix-1",
 	} {
 		t.Run(id, func(t *testing.T) {
 			t.Parallel()
 			got := r.Resolve(id)
-			if got.Site != "" || got.Rule != "" || got.Confidence != 0 {
+			if got.Site != "" || got.Rule != "" || got.Confidence != 0 || got.Place != nil {
 				t.Errorf("Resolve(%q) = %+v, want unresolved", id, got)
 			}
 		})
