@@ -1,6 +1,15 @@
 // Package catchment finds which anycast site serves each vantage point (its
 // catchment) and when a vantage point moves to another site (a switch: a
 // change of site, never merely of server), in one streaming pass.
+//
+// Each switch is given a cause once everything has been seen, because what
+// happens after a switch tells why it happened: a site whose whole catchment
+// leaves together and which is then seen no more was withdrawn; a vantage
+// point that keeps alternating between a few sites while its long-lived
+// connections survive sits behind a per-flow load balancer; one that moves
+// alone and stays saw a routing change. Switches during which a long-lived
+// TCP connection of the same vantage point broke are marked: those are the
+// flips users feel. Per vantage point, Instability counts flips per day.
 package catchment
 
 import (
@@ -17,6 +26,11 @@ import (
 // DefaultRound is the default Config.Round.
 const DefaultRound = 10 * time.Second
 
+// DefaultWithdrawalSpan is the shortest span within which a site's
+// catchment must leave it for a withdrawal when Config.WithdrawalSpan is
+// zero (the span is otherwise three typical probe intervals).
+const DefaultWithdrawalSpan = 60 * time.Second
+
 // Bounds on what an Accumulator remembers beyond its streams.
 const (
 	// MaxUnresolved is the number of distinct unresolved identities kept per
@@ -24,6 +38,9 @@ const (
 	MaxUnresolved = 1000
 	// maxCache bounds the memo of resolved identities.
 	maxCache = 1 << 16
+	// maxRecent is how many broken sessions and how many switches each
+	// (vantage point, target, address) remembers for TCPBroke marking.
+	maxRecent = 64
 )
 
 // Window is the half-open time interval [Since, Until); a zero bound leaves
@@ -54,6 +71,11 @@ type Config struct {
 	// that have one are compared within their round exactly. Zero means
 	// DefaultRound.
 	Round time.Duration
+	// WithdrawalSpan is how close in time the vantage points of a site must
+	// leave it to count as one withdrawal, and how long the site must then
+	// stay unseen (see Switch.Cause). Zero means three typical probe
+	// intervals of the stream family, at least DefaultWithdrawalSpan.
+	WithdrawalSpan time.Duration
 }
 
 // StreamKey names a stream: one kind of question asked over one transport
@@ -148,6 +170,26 @@ type Switch struct {
 	LastFrom time.Time
 	// Failures counts failed observations of the stream between the two.
 	Failures int
+	// Cause is why the vantage point moved, decided over everything the
+	// Accumulator saw (see Accumulator.Switches for the rules).
+	Cause analysis.Cause
+	// TCPBroke is true when a long-lived connection (session, any query)
+	// of the same vantage point to the same address broke (reset, timeout,
+	// identity changed: analysis.Session.Broke) around the switch: it was
+	// open at At, or ended within two of the stream's probe intervals of
+	// At. Each (vantage point, target, address) remembers its latest 64
+	// broken sessions and 64 switches for this, so sessions and switches
+	// may arrive in either order.
+	TCPBroke bool
+	// FromCatchment counts the vantage points of the stream family (same
+	// target, address, kind, transport and query) that were at From just
+	// before the switch, this one included.
+	FromCatchment int
+	// Moved counts the vantage points of the family, this one included,
+	// that left From within the withdrawal span of At.
+	Moved int
+	// Evidence explains the cause in one sentence.
+	Evidence string
 }
 
 // Answer is one stream's answer in a disagreement.
@@ -217,11 +259,28 @@ type Accumulator struct {
 	cache     map[cacheKey]identity.Resolution
 
 	streams  map[StreamKey]*stream
+	list     []*stream // streams in creation order
 	pairs    map[pairKey]*pair
 	targets  map[string]*targetState
-	switches []Switch
+	switches []switchRec
 	disagree map[disagreeKey]*Disagreement
 	stats    Stats
+
+	// classifiedAt is stats.Added when causes were last decided, -1 never.
+	classifiedAt int
+}
+
+// switchRec is a switch with what the cause pass needs to know of it.
+type switchRec struct {
+	Switch
+	stream *stream
+	round  uint64 // probe round of the observation at To, 0 when unknown
+	// interval is the stream's mean probe interval when it switched.
+	interval time.Duration
+	// stay counts resolved observations at To after At, until the
+	// stream's next switch; followed is true once there is one.
+	stay     int
+	followed bool
 }
 
 type cacheKey struct{ target, identity string }
@@ -239,6 +298,21 @@ type stream struct {
 	curLast   time.Time // time of that observation
 	curRound  uint64    // its probe round, 0 when the source does not know
 	failSince int       // failures since then
+
+	idx      int       // creation order
+	first    time.Time // first observation
+	inOrder  int       // observations in time order (first included)
+	firstRes time.Time // first in-order resolved observation
+	lastSw   int       // 1 + index of its latest switch, 0 when none
+}
+
+// interval is the stream's mean time between observations so far; 0 with
+// fewer than two.
+func (s *stream) interval() time.Duration {
+	if s.inOrder < 2 {
+		return 0
+	}
+	return s.last.Sub(s.first) / time.Duration(s.inOrder-1)
 }
 
 type pair struct {
@@ -248,6 +322,33 @@ type pair struct {
 	unresolved    int
 	failures      int
 	disagreements int
+
+	// sessions counts established long-lived connections, broken those
+	// that broke (analysis.Session.Broke).
+	sessions, broken int
+	// lives holds the latest broken sessions, recent the indexes of the
+	// latest switches (rings of at most maxRecent, allocated on first use).
+	lives      []life
+	livesNext  int
+	recent     []int
+	recentNext int
+}
+
+// life is when one broken session was open, in Unix nanoseconds.
+type life struct{ opened, closed int64 }
+
+// covers reports whether a session that lived l broke at a switch at t: it
+// was open at t, or ended within two probe intervals of t.
+func (l life) covers(t time.Time, interval time.Duration) bool {
+	n := t.UnixNano()
+	if l.opened <= n && n <= l.closed {
+		return true
+	}
+	d := l.closed - n
+	if d < 0 {
+		d = -d
+	}
+	return d <= 2*int64(interval)
 }
 
 type targetState struct {
@@ -283,6 +384,8 @@ func New(resolvers map[string]*identity.Resolver, cfg Config) *Accumulator {
 		pairs:     make(map[pairKey]*pair),
 		targets:   make(map[string]*targetState),
 		disagree:  make(map[disagreeKey]*Disagreement),
+
+		classifiedAt: -1,
 	}
 }
 
@@ -302,7 +405,14 @@ func (a *Accumulator) Add(o analysis.Observation) {
 	if !inOrder {
 		a.stats.OutOfOrder++
 	} else {
+		if !s.started {
+			s.first = o.At
+		}
 		s.started, s.last = true, o.At
+		s.inOrder++
+	}
+	if o.Kind == api.KindSession && o.Session != nil {
+		a.session(p, o.At, o.Session)
 	}
 
 	if o.Failure != api.FailureNone {
@@ -333,15 +443,76 @@ func (a *Accumulator) Add(o analysis.Observation) {
 		return
 	}
 	a.compare(s, res.Site, o.At, o.Round)
-	if s.cur != "" && s.cur != res.Site {
-		s.switches++
-		a.switches = append(a.switches, Switch{
-			VantagePoint: s.key.VantagePoint, Target: s.key.Target, Address: s.key.Address,
-			Kind: s.key.Kind, Transport: s.key.Transport, Query: s.key.Query,
-			From: s.cur, To: res.Site, At: o.At, LastFrom: s.curLast, Failures: s.failSince,
-		})
+	switch {
+	case s.cur == "":
+		s.firstRes = o.At
+	case s.cur != res.Site:
+		a.addSwitch(s, res.Site, o.At, o.Round)
+	case s.lastSw > 0:
+		a.switches[s.lastSw-1].stay++
 	}
 	s.cur, s.curLast, s.curRound, s.failSince = res.Site, o.At, o.Round, 0
+}
+
+// addSwitch records that s moved to site to at time at, and marks it
+// TCPBroke when a remembered broken session of its pair covers it.
+func (a *Accumulator) addSwitch(s *stream, to string, at time.Time, round uint64) {
+	s.switches++
+	if s.lastSw > 0 {
+		a.switches[s.lastSw-1].followed = true
+	}
+	rec := switchRec{
+		Switch: Switch{
+			VantagePoint: s.key.VantagePoint, Target: s.key.Target, Address: s.key.Address,
+			Kind: s.key.Kind, Transport: s.key.Transport, Query: s.key.Query,
+			From: s.cur, To: to, At: at, LastFrom: s.curLast, Failures: s.failSince,
+		},
+		stream: s, round: round, interval: s.interval(),
+	}
+	p := s.pair
+	for _, l := range p.lives {
+		if l.covers(at, rec.interval) {
+			rec.TCPBroke = true
+			break
+		}
+	}
+	a.switches = append(a.switches, rec)
+	s.lastSw = len(a.switches)
+	if len(p.recent) < maxRecent {
+		p.recent = append(p.recent, len(a.switches)-1)
+	} else {
+		p.recent[p.recentNext] = len(a.switches) - 1
+		p.recentNext = (p.recentNext + 1) % maxRecent
+	}
+}
+
+// session counts one long-lived connection of pair p opened at opened and,
+// when it broke, marks the pair's remembered switches it covers and
+// remembers it for switches still to come.
+func (a *Accumulator) session(p *pair, opened time.Time, ss *analysis.Session) {
+	if ss.End == "" || ss.End == api.EndConnectFailed {
+		return // never established: neither a flow that stayed nor one that broke
+	}
+	p.sessions++
+	if !ss.Broke() {
+		return
+	}
+	p.broken++
+	l := life{opened: opened.UnixNano(), closed: opened.UnixNano()}
+	if ss.ClosedAt.After(opened) {
+		l.closed = ss.ClosedAt.UnixNano()
+	}
+	for _, i := range p.recent {
+		if sw := &a.switches[i]; l.covers(sw.At, sw.interval) {
+			sw.TCPBroke = true
+		}
+	}
+	if len(p.lives) < maxRecent {
+		p.lives = append(p.lives, l)
+	} else {
+		p.lives[p.livesNext] = l
+		p.livesNext = (p.livesNext + 1) % maxRecent
+	}
 }
 
 // namesSite reports whether results of kind carry an identity string that
@@ -405,9 +576,10 @@ func (a *Accumulator) stream(o analysis.Observation) *stream {
 		p = &pair{key: pk}
 		a.pairs[pk] = p
 	}
-	s := &stream{key: k, pair: p}
+	s := &stream{key: k, pair: p, idx: len(a.list)}
 	p.streams = append(p.streams, s)
 	a.streams[k] = s
+	a.list = append(a.list, s)
 	return s
 }
 
@@ -567,18 +739,52 @@ func (a *Accumulator) Assignments() []Assignment {
 	return out
 }
 
-// Switches returns every switch, sorted by time, then by stream.
+// Switches returns every switch, sorted by time, then by stream, each with
+// its cause, decided over everything added so far (a later call after more
+// Adds decides again). Vantage points are compared within a stream family:
+// the streams of one target, address, kind, transport and query. The span
+// is Config.WithdrawalSpan, or three times the family's median probe
+// interval, at least DefaultWithdrawalSpan. A vantage point is at a site
+// from its first answer there to its last before it moves; one that stops
+// answering counts there for one more span; one that comes back within a
+// span never left. The rules, in precedence order:
+//
+//   - analysis.CauseWithdrawal, the site went away: of the vantage points
+//     at From just before the switch (FromCatchment), at least 80% and at
+//     least two (Moved) left From within one span of At either way, and
+//     none was at From in the span after the last of them left (or up to
+//     the family's last observation, when sooner). A site with a single
+//     vantage point cannot show co-movement: its switch is a withdrawal
+//     when nobody is at From again up to the family's last observation,
+//     at least one span after the switch (else it is judged below). And
+//     the site coming back: at least two vantage points, and at least 80%
+//     of those there when it was last seen, arrive at To within one span
+//     of each other after nobody had been at To for at least a span.
+//   - analysis.CauseLoadBalancing, per-flow balancing: over the whole
+//     window the stream returned at least twice to a site it had already
+//     been at, among at most four sites, and fewer than half of the
+//     vantage point's established sessions to the address broke (without
+//     sessions, alternation alone decides; Evidence says so).
+//   - analysis.CauseRouting: the vantage point stayed at To for at least
+//     two more resolved observations, or for one when the stream does not
+//     switch again, and the withdrawal test failed (the rest of From's
+//     catchment did not leave with it, or From was still seen).
+//   - analysis.CauseUnknown: anything else, for example a switch on the
+//     stream's last observation, or an alternating vantage point whose
+//     sessions broke (per-packet balancing or flapping routes, said in
+//     Evidence).
 func (a *Accumulator) Switches() []Switch {
-	out := slices.Clone(a.switches)
+	a.classify()
+	out := make([]Switch, len(a.switches))
+	for i := range a.switches {
+		out[i] = a.switches[i].Switch
+	}
 	slices.SortStableFunc(out, func(x, y Switch) int {
 		if c := x.At.Compare(y.At); c != 0 {
 			return c
 		}
 		return compareStream(streamOf(x), streamOf(y))
 	})
-	if out == nil {
-		out = []Switch{}
-	}
 	return out
 }
 

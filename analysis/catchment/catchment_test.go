@@ -58,12 +58,14 @@ func accumulate(obs ...analysis.Observation) *Accumulator {
 
 func TestSwitches(t *testing.T) {
 	t.Parallel()
-	sw := func(from, to string, atMin, lastMin, failures int) Switch {
+	// The cause rules have their own tests (cause_test.go); here only the
+	// cause is checked, not how it was argued.
+	sw := func(from, to string, atMin, lastMin, failures int, cause analysis.Cause) Switch {
 		return Switch{
 			VantagePoint: "vp-1", Target: "k-root", Address: addr1,
 			Kind: api.KindDNS, Transport: api.TransportUDP, Query: api.QueryHostnameBind,
 			From: from, To: to, At: t0.Add(time.Duration(atMin) * time.Minute),
-			LastFrom: t0.Add(time.Duration(lastMin) * time.Minute), Failures: failures,
+			LastFrom: t0.Add(time.Duration(lastMin) * time.Minute), Failures: failures, Cause: cause,
 		}
 	}
 	tests := []struct {
@@ -72,23 +74,27 @@ func TestSwitches(t *testing.T) {
 		want []Switch
 	}{
 		{"stable", []analysis.Observation{ob(0, hel1), ob(1, hel1), ob(2, hel1), ob(3, hel1)}, []Switch{}},
-		{"withdrawal", []analysis.Observation{ob(0, hel1), ob(1, hel1), ob(2, hel1), ob(3, ams1), ob(4, ams1)},
-			[]Switch{sw("HEL", "AMS", 3, 2, 0)}},
+		{"site-change", []analysis.Observation{ob(0, hel1), ob(1, hel1), ob(2, hel1), ob(3, ams1), ob(4, ams1)},
+			[]Switch{sw("HEL", "AMS", 3, 2, 0, analysis.CauseRouting)}},
 		{"server-change-within-site", []analysis.Observation{ob(0, hel1), ob(1, hel2), ob(2, hel1), ob(3, hel2)}, []Switch{}},
 		{"failures-between-sites", []analysis.Observation{
 			ob(0, hel1), ob(1, hel1), failed(2, api.FailureTimeout), failed(3, api.FailureConnectionRefused), ob(4, ams1)},
-			[]Switch{sw("HEL", "AMS", 4, 1, 2)}},
+			[]Switch{sw("HEL", "AMS", 4, 1, 2, analysis.CauseUnknown)}},
 		{"failures-within-site", []analysis.Observation{ob(0, hel1), failed(1, api.FailureTimeout), ob(2, hel2)}, []Switch{}},
 		{"unresolved-between-sites", []analysis.Observation{ob(0, hel1), ob(1, "ns1.example.com"), ob(2, ams1)},
-			[]Switch{sw("HEL", "AMS", 2, 0, 0)}},
+			[]Switch{sw("HEL", "AMS", 2, 0, 0, analysis.CauseUnknown)}},
 		{"flapping", []analysis.Observation{ob(0, hel1), ob(1, ams1), ob(2, hel2), ob(3, ams1)},
-			[]Switch{sw("HEL", "AMS", 1, 0, 0), sw("AMS", "HEL", 2, 1, 0), sw("HEL", "AMS", 3, 2, 0)}},
+			[]Switch{sw("HEL", "AMS", 1, 0, 0, analysis.CauseLoadBalancing), sw("AMS", "HEL", 2, 1, 0, analysis.CauseLoadBalancing),
+				sw("HEL", "AMS", 3, 2, 0, analysis.CauseLoadBalancing)}},
 		{"starts-with-failures", []analysis.Observation{failed(0, api.FailureTimeout), ob(1, hel1), ob(2, hel1)}, []Switch{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := accumulate(tt.obs...).Switches()
+			for i := range got {
+				got[i].FromCatchment, got[i].Moved, got[i].Evidence = 0, 0, ""
+			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Switches() =\n%+v\nwant\n%+v", got, tt.want)
 			}
@@ -355,13 +361,17 @@ func TestAddDoesNotGrow(t *testing.T) {
 	a := New(nil, Config{})
 	o := ob(0, hel1)
 	f := failed(0, api.FailureTimeout)
+	ss := session("vp-1", 0, time.Minute, api.EndServerClose)
 	a.Add(o)
 	a.Add(f)
+	a.Add(ss)
 	allocs := testing.AllocsPerRun(1000, func() {
 		o.At = o.At.Add(time.Minute)
 		a.Add(o)
 		f.At = o.At
 		a.Add(f)
+		ss.At = o.At
+		a.Add(ss)
 	})
 	if allocs != 0 {
 		t.Errorf("Add allocates %v times per call in steady state", allocs)

@@ -1,0 +1,434 @@
+package catchment
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/anyscope/anyscope/analysis"
+	api "github.com/anyscope/anyscope/collector/api/v1"
+)
+
+// Thresholds of the cause rules (documented on Accumulator.Switches).
+const (
+	// withdrawalShare, as a fraction num/den, is the least share of a
+	// site's catchment that must leave together for a withdrawal.
+	withdrawalNum, withdrawalDen = 4, 5
+	// spanIntervals is the withdrawal span in typical probe intervals when
+	// Config.WithdrawalSpan is zero.
+	spanIntervals = 3
+	// minReturns and maxAlternating bound load balancing: returns to a site
+	// already visited, among at most this many sites.
+	minReturns     = 2
+	maxAlternating = 4
+	// minStay is how many resolved observations at To after the switch
+	// show that a vantage point stayed (one suffices on the stream's last
+	// switch).
+	minStay = 2
+)
+
+// famKey names a stream family: the streams of every vantage point asking
+// one question of one address of a target. Catchments move together within
+// a family; the cause pass compares vantage points within one.
+type famKey struct {
+	target    string
+	addr      netip.Addr
+	kind      api.Kind
+	transport api.Transport
+	query     string
+}
+
+func familyOf(k StreamKey) famKey {
+	return famKey{k.Target, k.Address, k.Kind, k.Transport, k.Query}
+}
+
+type siteKey struct {
+	fam  famKey
+	site string
+}
+
+// family is what the cause pass knows of one stream family.
+type family struct {
+	intervals []time.Duration // streams' mean probe intervals
+	span      int64           // withdrawal span, nanoseconds
+	end       int64           // the family's last observation, Unix nanoseconds
+}
+
+// timeline holds the stays of a family's vantage points at one site. A stay
+// runs from a stream's first resolved observation at the site to its last
+// one before it moves (or the data ends): the site was seen at both ends
+// and, every probe interval, in between. Times are Unix nanoseconds.
+type timeline struct {
+	starts []int64 // stay starts, sorted
+	maxEnd []int64 // maxEnd[i] is the latest end among the stays of starts[:i+1]
+	ends   []int64 // stay ends, sorted
+	stays  []stay  // collected, sorted by seal
+}
+
+type stay struct{ start, end int64 }
+
+// openStay is a stream's latest stay at a site, while its stays are added.
+type openStay struct {
+	site string
+	i    int // index in the site's timeline's stays
+}
+
+// addStay adds one stay of a stream at site to tl (nil: a site no switch
+// concerns), or extends the stream's previous stay there when it left the
+// site less than span before: a vantage point that comes back soon is one
+// vantage point at the site, not two. open holds the stream's latest stay
+// per site and is returned updated.
+func addStay(open []openStay, tl *timeline, site string, start, end time.Time, span int64) []openStay {
+	if tl == nil {
+		return open
+	}
+	s, e := start.UnixNano(), end.UnixNano()
+	for k := range open {
+		if open[k].site != site {
+			continue
+		}
+		if prev := &tl.stays[open[k].i]; s-prev.end < span {
+			prev.end = e
+		} else {
+			tl.stays = append(tl.stays, stay{s, e})
+			open[k].i = len(tl.stays) - 1
+		}
+		return open
+	}
+	tl.stays = append(tl.stays, stay{s, e})
+	return append(open, openStay{site, len(tl.stays) - 1})
+}
+
+func (tl *timeline) seal() {
+	slices.SortFunc(tl.stays, func(x, y stay) int { return cmp.Compare(x.start, y.start) })
+	tl.starts = make([]int64, len(tl.stays))
+	tl.maxEnd = make([]int64, len(tl.stays))
+	tl.ends = make([]int64, len(tl.stays))
+	var m int64
+	for i, s := range tl.stays {
+		if i == 0 || s.end > m {
+			m = s.end
+		}
+		tl.starts[i], tl.maxEnd[i], tl.ends[i] = s.start, m, s.end
+	}
+	slices.Sort(tl.ends)
+	tl.stays = nil
+}
+
+// seen reports whether some vantage point of the family was at the site at
+// some time in [from, to].
+func (tl *timeline) seen(from, to int64) bool {
+	if from > to {
+		return false
+	}
+	n, _ := slices.BinarySearch(tl.starts, to+1) // stays started by to
+	return n > 0 && tl.maxEnd[n-1] >= from
+}
+
+// active counts the vantage points at the site at t: stays that started by
+// t and were last seen no earlier than span before t (a vantage point that
+// stopped answering a while ago no longer counts).
+func (tl *timeline) active(t, span int64) int {
+	started, _ := slices.BinarySearch(tl.starts, t+1)
+	gone, _ := slices.BinarySearch(tl.ends, t-span)
+	return started - gone
+}
+
+// lastBefore returns the last time before t the site was seen.
+func (tl *timeline) lastBefore(t int64) (int64, bool) {
+	n, _ := slices.BinarySearch(tl.ends, t)
+	if n == 0 {
+		return 0, false
+	}
+	return tl.ends[n-1], true
+}
+
+// verdict is what the cause pass found for one switch.
+type verdict struct {
+	fam                *family
+	cohort, moved      int
+	withdrawal, single bool
+	lastLeft, after    int64 // last departure in the span; how long From stayed unseen after it (checked)
+	restore            bool
+	arrivals           int
+	gap                int64 // how long To had been unseen before a restore
+	returns, sites     int   // the stream's returns to visited sites, sites visited
+}
+
+// classify decides every switch's cause, FromCatchment, Moved and Evidence
+// (rules on Switches). It costs O(S log S + streams) for S switches and
+// runs again only when observations were added since.
+func (a *Accumulator) classify() {
+	if a.classifiedAt == a.stats.Added {
+		return
+	}
+	a.classifiedAt = a.stats.Added
+	if len(a.switches) == 0 {
+		return
+	}
+	v := make([]verdict, len(a.switches))
+
+	// The families and sites switches concern.
+	fams := make(map[famKey]*family)
+	lines := make(map[siteKey]*timeline)
+	for i := range a.switches {
+		sw := &a.switches[i]
+		fk := familyOf(sw.stream.key)
+		f := fams[fk]
+		if f == nil {
+			f = &family{}
+			fams[fk] = f
+		}
+		v[i].fam = f
+		for _, site := range [2]string{sw.From, sw.To} {
+			if k := (siteKey{fk, site}); lines[k] == nil {
+				lines[k] = &timeline{}
+			}
+		}
+	}
+
+	// Each stream's switches, in stream creation order then time (a
+	// stream's switches were appended in its time order).
+	order := make([]int, len(a.switches))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int {
+		if c := cmp.Compare(a.switches[x].stream.idx, a.switches[y].stream.idx); c != 0 {
+			return c
+		}
+		return cmp.Compare(x, y)
+	})
+
+	// The families' probe intervals, hence their withdrawal spans, and
+	// where their data ends.
+	for _, s := range a.list {
+		f := fams[familyOf(s.key)]
+		if f == nil || !s.started {
+			continue
+		}
+		f.end = max(f.end, s.last.UnixNano())
+		if iv := s.interval(); iv > 0 && s.cur != "" {
+			f.intervals = append(f.intervals, iv)
+		}
+	}
+	for _, f := range fams {
+		f.span = int64(a.withdrawalSpan(f.intervals))
+	}
+
+	// Stays of every stream of those families at those sites, and each
+	// stream's alternation.
+	var (
+		visited []string
+		open    []openStay
+	)
+	j := 0
+	for _, s := range a.list {
+		run := order[j : j+s.switches]
+		j += s.switches
+		if s.cur == "" {
+			continue
+		}
+		fk := familyOf(s.key)
+		f := fams[fk]
+		if f == nil {
+			continue
+		}
+		start, site := s.firstRes, s.cur
+		if len(run) > 0 {
+			site = a.switches[run[0]].From
+		}
+		visited, open = append(visited[:0], site), open[:0]
+		returns := 0
+		for _, i := range run {
+			sw := &a.switches[i]
+			open = addStay(open, lines[siteKey{fk, site}], site, start, sw.LastFrom, f.span)
+			start, site = sw.At, sw.To
+			if slices.Contains(visited, site) {
+				returns++
+			} else {
+				visited = append(visited, site)
+			}
+		}
+		addStay(open, lines[siteKey{fk, site}], site, start, s.curLast, f.span)
+		for _, i := range run {
+			v[i].returns, v[i].sites = returns, len(visited)
+		}
+	}
+	for _, tl := range lines {
+		tl.seal()
+	}
+
+	// Departures from and arrivals at each site, per family, in time order.
+	from := make(map[siteKey][]int)
+	to := make(map[siteKey][]int)
+	for i := range a.switches {
+		sw := &a.switches[i]
+		fk := familyOf(sw.stream.key)
+		from[siteKey{fk, sw.From}] = append(from[siteKey{fk, sw.From}], i)
+		to[siteKey{fk, sw.To}] = append(to[siteKey{fk, sw.To}], i)
+	}
+	inWin := make(map[*stream]int)
+	for k, idx := range from {
+		a.sortByTime(idx)
+		a.departures(idx, lines[k], v, inWin)
+	}
+	for k, idx := range to {
+		a.sortByTime(idx)
+		a.arrivals(idx, lines[k], v, inWin)
+	}
+
+	for i := range a.switches {
+		a.decide(&a.switches[i], &v[i])
+	}
+}
+
+// withdrawalSpan is Config.WithdrawalSpan, or three times the median of a
+// family's probe intervals, at least DefaultWithdrawalSpan.
+func (a *Accumulator) withdrawalSpan(intervals []time.Duration) time.Duration {
+	if a.cfg.WithdrawalSpan > 0 {
+		return a.cfg.WithdrawalSpan
+	}
+	span := DefaultWithdrawalSpan
+	if len(intervals) > 0 {
+		slices.Sort(intervals)
+		span = max(span, spanIntervals*intervals[len(intervals)/2])
+	}
+	return span
+}
+
+func (a *Accumulator) sortByTime(idx []int) {
+	slices.SortFunc(idx, func(x, y int) int {
+		if c := a.switches[x].At.Compare(a.switches[y].At); c != 0 {
+			return c
+		}
+		return cmp.Compare(x, y)
+	})
+}
+
+// window slides over idx (switches sorted by time): for each k it calls fn
+// with the bounds [lo, hi) of the switches within span of idx[k]; inWin
+// then counts them per stream, so len(inWin) is how many vantage points
+// they are.
+func (a *Accumulator) window(idx []int, span int64, inWin map[*stream]int, fn func(k, lo, hi int)) {
+	clear(inWin)
+	at := func(k int) int64 { return a.switches[idx[k]].At.UnixNano() }
+	lo, hi := 0, 0
+	for k := range idx {
+		t := at(k)
+		for ; hi < len(idx) && at(hi) <= t+span; hi++ {
+			inWin[a.switches[idx[hi]].stream]++
+		}
+		for ; at(lo) < t-span; lo++ {
+			s := a.switches[idx[lo]].stream
+			if inWin[s]--; inWin[s] == 0 {
+				delete(inWin, s)
+			}
+		}
+		fn(k, lo, hi)
+	}
+}
+
+// departures tests the switches leaving one site of one family for a
+// withdrawal; tl is the site's timeline.
+func (a *Accumulator) departures(idx []int, tl *timeline, v []verdict, inWin map[*stream]int) {
+	span, end := v[idx[0]].fam.span, v[idx[0]].fam.end
+	a.window(idx, span, inWin, func(k, lo, hi int) {
+		i := idx[k]
+		sw, vi := &a.switches[i], &v[i]
+		at := sw.At.UnixNano()
+		vi.cohort = max(1, tl.active(sw.LastFrom.UnixNano(), span))
+		vi.moved = len(inWin)
+		switch {
+		case vi.moved >= 2:
+			last := a.switches[idx[hi-1]].At.UnixNano()
+			until := min(last+span, end)
+			vi.withdrawal = vi.moved*withdrawalDen >= vi.cohort*withdrawalNum && !tl.seen(last+1, until)
+			vi.lastLeft, vi.after = last, max(0, until-last)
+		case vi.cohort <= 1:
+			vi.withdrawal = end-at >= span && !tl.seen(at+1, end)
+			vi.single, vi.lastLeft, vi.after = true, at, end-at
+		}
+	})
+}
+
+// arrivals tests the switches reaching one site of one family for the end
+// of a withdrawal; tl is the site's timeline.
+func (a *Accumulator) arrivals(idx []int, tl *timeline, v []verdict, inWin map[*stream]int) {
+	span := v[idx[0]].fam.span
+	a.window(idx, span, inWin, func(k, lo, hi int) {
+		vi := &v[idx[k]]
+		vi.arrivals = len(inWin)
+		if vi.arrivals < 2 {
+			return
+		}
+		first := a.switches[idx[lo]].At.UnixNano()
+		if tl.seen(first-span, first-1) {
+			return
+		}
+		prev, ok := tl.lastBefore(first)
+		if !ok {
+			return // never seen before: a site appearing, not one returning
+		}
+		if vi.arrivals*withdrawalDen >= tl.active(prev, span)*withdrawalNum {
+			vi.restore, vi.gap = true, first-prev
+		}
+	})
+}
+
+// decide applies the precedence and writes the switch's cause fields.
+func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
+	p := sw.stream.pair
+	span := time.Duration(vi.fam.span)
+	sw.FromCatchment, sw.Moved = vi.cohort, vi.moved
+	alternates := vi.returns >= minReturns && vi.sites <= maxAlternating
+	flowsStay := p.sessions == 0 || p.broken*2 < p.sessions
+	stayed := sw.stay >= minStay || sw.stay >= 1 && !sw.followed
+	switch {
+	case vi.restore: // first: a return is better told as the end of the withdrawal
+		sw.Cause = analysis.CauseWithdrawal
+		sw.Evidence = fmt.Sprintf("%d vantage points arrived at %s within %s after none had seen it for %s: a withdrawal ended",
+			vi.arrivals, sw.To, span, time.Duration(vi.gap))
+	case vi.withdrawal && vi.single:
+		sw.Cause = analysis.CauseWithdrawal
+		sw.Evidence = fmt.Sprintf("the only vantage point at %s left it and none saw %s again in the %s of data left "+
+			"(with one vantage point a withdrawal cannot be told from a routing change)", sw.From, sw.From, time.Duration(vi.after))
+	case vi.withdrawal:
+		sw.Cause = analysis.CauseWithdrawal
+		after := fmt.Sprintf("in the %s after", time.Duration(vi.after))
+		if vi.lastLeft+int64(span) >= vi.fam.end {
+			after = "until the data ends"
+		}
+		sw.Evidence = fmt.Sprintf("%d of %d vantage points at %s left it within %s and none saw %s %s",
+			vi.moved, vi.cohort, sw.From, span, sw.From, after)
+	case alternates && flowsStay:
+		sw.Cause = analysis.CauseLoadBalancing
+		if p.sessions == 0 {
+			sw.Evidence = fmt.Sprintf("alternates among %d sites (%d returns); no session shows whether single flows stay put",
+				vi.sites, vi.returns)
+		} else {
+			sw.Evidence = fmt.Sprintf("alternates among %d sites (%d returns) while %d of %d sessions broke",
+				vi.sites, vi.returns, p.broken, p.sessions)
+		}
+	case stayed:
+		sw.Cause = analysis.CauseRouting
+		sw.Evidence = fmt.Sprintf("stayed at %s for %s; %d of %d vantage points at %s moved within %s",
+			sw.To, more(sw.stay), vi.moved, vi.cohort, sw.From, span)
+	default:
+		sw.Cause = analysis.CauseUnknown
+		sw.Evidence = fmt.Sprintf("%s at %s: too few to show it stayed", more(sw.stay), sw.To)
+	}
+	if alternates && !flowsStay {
+		sw.Evidence += fmt.Sprintf("; alternates among %d sites but %d of %d sessions broke (per-packet balancing or flapping routes)",
+			vi.sites, p.broken, p.sessions)
+	}
+}
+
+func more(n int) string {
+	if n == 1 {
+		return "1 more observation"
+	}
+	return fmt.Sprintf("%d more observations", n)
+}
