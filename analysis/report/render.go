@@ -124,10 +124,76 @@ func (m *mdWriter) target(t *Target) {
 	if len(t.Switches) == 0 {
 		m.line("None.")
 	} else {
-		m.table([]string{"At", "Vantage point", "Address", "Transport", "Query", "From", "To", "Last at old site", "Failures between"}, "........r")
+		m.table([]string{"At", "Vantage point", "Address", "Transport", "Query", "From", "To", "Last at old site", "Failures between", "Cause", "TCP session broke"}, "........r..")
 		for _, s := range t.Switches {
+			broke := ""
+			if s.TCPBroke {
+				broke = "yes"
+			}
 			m.row(stamp(s.At), esc(s.VantagePoint), s.Address.String(), esc(string(s.Transport)), esc(s.Query),
-				site(s.From), site(s.To), stamp(s.LastFrom), strconv.Itoa(s.FailuresBetween))
+				site(s.From), site(s.To), stamp(s.LastFrom), strconv.Itoa(s.FailuresBetween), esc(string(s.Cause)), broke)
+		}
+	}
+
+	m.line("")
+	m.line("### Incidents")
+	m.line("")
+	if len(t.Incidents) == 0 {
+		m.line("None.")
+	} else {
+		m.table([]string{"Kind", "Site", "Address", "Start", "End", "Vantage points", "Evidence"}, ".......")
+		for _, in := range t.Incidents {
+			addr, end := "all", "open"
+			if in.Address != nil {
+				addr = in.Address.String()
+			}
+			if in.End != nil {
+				end = stamp(*in.End)
+			}
+			vps := make([]string, len(in.VantagePoints))
+			for i, vp := range in.VantagePoints {
+				vps[i] = esc(vp)
+			}
+			m.row(esc(string(in.Kind)), site(in.Site), addr, stamp(in.Start), end, strings.Join(vps, ", "), esc(in.Evidence.Note))
+		}
+	}
+
+	if len(t.Instability) > 0 {
+		m.line("")
+		m.line("### Instability")
+		m.line("")
+		m.table([]string{"Vantage point", "Switches", "Flips per day", "Sites"}, ".rr.")
+		for _, x := range t.Instability {
+			sites := make([]string, len(x.Sites))
+			for i, s := range x.Sites {
+				sites[i] = esc(s)
+			}
+			m.row(esc(x.VantagePoint), strconv.Itoa(x.Switches), strconv.FormatFloat(x.FlipsPerDay, 'f', 1, 64), strings.Join(sites, ", "))
+		}
+	}
+
+	if len(t.ImpossibleRTTs) > 0 {
+		m.line("")
+		m.line("### Impossible RTTs")
+		m.line("")
+		m.line("Answers faster than light in fibre allows from where the site is said to be: a wrong identity rule or site location, or a vantage point that is not where it says.")
+		m.line("")
+		m.table([]string{"Vantage point", "Site", "Distance (km)", "Minimum possible RTT (ms)", "Fastest RTT (ms)", "Impossible", "Checked"}, "..rrrrr")
+		for _, l := range t.ImpossibleRTTs {
+			m.row(esc(l.VantagePoint), site(l.Site), strconv.FormatFloat(l.DistanceKm, 'f', 0, 64),
+				strconv.FormatFloat(l.MinPossibleMs, 'f', 3, 64), strconv.FormatFloat(l.MinRTTMs, 'f', 3, 64),
+				strconv.Itoa(l.Impossible), strconv.Itoa(l.Checked))
+		}
+	}
+
+	if len(t.Inflation) > 0 {
+		m.line("")
+		m.line("### Path inflation")
+		m.line("")
+		m.table([]string{"Vantage point", "Served by", "Distance (km)", "Nearest site", "Distance (km)", "Factor"}, "..r.rr")
+		for _, x := range t.Inflation {
+			m.row(esc(x.VantagePoint), site(x.Site), strconv.FormatFloat(x.DistanceKm, 'f', 0, 64), site(x.Nearest),
+				strconv.FormatFloat(x.NearestDistanceKm, 'f', 0, 64), strconv.FormatFloat(x.Factor, 'f', 1, 64))
 		}
 	}
 

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/anyscope/anyscope/analysis"
+	"github.com/anyscope/anyscope/analysis/analyzer"
 	"github.com/anyscope/anyscope/analysis/catchment"
-	"github.com/anyscope/anyscope/analysis/identity"
 	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
@@ -70,6 +70,59 @@ type Target struct {
 	UnresolvedOther int            `json:"unresolved_other,omitempty"`
 	Failures        map[string]int `json:"failures"`
 	Disagreements   []Disagreement `json:"disagreements"`
+	// Incidents: black holes, outages and broken vantage points that
+	// overlap the window (end null while open).
+	Incidents []Incident `json:"incidents"`
+	// Instability lists the vantage points that switched, with their
+	// flips per day.
+	Instability []Instability `json:"instability"`
+	// ImpossibleRTTs lists (vantage point, site) pairs with answers faster
+	// than light in fibre allows from the site's location.
+	ImpossibleRTTs []Latency `json:"impossible_rtts"`
+	// Inflation lists vantage points served by a site much farther than
+	// the target's nearest site.
+	Inflation []Inflation `json:"inflation"`
+}
+
+// Incident is a period during which something failed.
+type Incident struct {
+	Kind          analysis.IncidentKind `json:"kind"`
+	Site          string                `json:"site"`
+	Address       *netip.Addr           `json:"address,omitempty"`
+	Start         time.Time             `json:"start"`
+	End           *time.Time            `json:"end"`
+	VantagePoints []string              `json:"vantage_points"`
+	Evidence      analysis.Evidence     `json:"evidence"`
+}
+
+// Instability is how often one vantage point changed site.
+type Instability struct {
+	VantagePoint string   `json:"vantage_point"`
+	Switches     int      `json:"switches"`
+	FlipsPerDay  float64  `json:"flips_per_day"`
+	Sites        []string `json:"sites"`
+}
+
+// Latency is an RTT check that failed: the site cannot be where it is
+// said to be, or the vantage point is not where it says.
+type Latency struct {
+	VantagePoint  string  `json:"vantage_point"`
+	Site          string  `json:"site"`
+	DistanceKm    float64 `json:"distance_km"`
+	MinPossibleMs float64 `json:"min_possible_ms"`
+	MinRTTMs      float64 `json:"min_rtt_ms"`
+	Impossible    int     `json:"impossible"`
+	Checked       int     `json:"checked"`
+}
+
+// Inflation is a vantage point served from too far away.
+type Inflation struct {
+	VantagePoint      string  `json:"vantage_point"`
+	Site              string  `json:"site"`
+	Nearest           string  `json:"nearest"`
+	DistanceKm        float64 `json:"distance_km"`
+	NearestDistanceKm float64 `json:"nearest_distance_km"`
+	Factor            float64 `json:"factor"`
 }
 
 // Site is a site of a target and the vantage points it serves. Each
@@ -135,6 +188,13 @@ type Switch struct {
 	LastFrom time.Time `json:"last_from"`
 	// FailuresBetween counts failed observations between the two.
 	FailuresBetween int `json:"failures_between,omitempty"`
+	// Cause is withdrawal, routing, load_balancing or unknown; Evidence
+	// says why in one sentence.
+	Cause    analysis.Cause `json:"cause"`
+	Evidence string         `json:"evidence,omitempty"`
+	// TCPBroke: a long-lived TCP session of this vantage point broke at
+	// the switch.
+	TCPBroke bool `json:"tcp_broke,omitempty"`
 }
 
 // Unresolved is an identity no rule explained.
@@ -193,22 +253,27 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 		return nil, fmt.Errorf("read targets: %w", err)
 	}
 	declared := make(map[string]analysis.Target)
-	resolvers := make(map[string]*identity.Resolver)
+	var chosen []analysis.Target
 	for _, t := range all {
 		if opts.Target != "" && t.Name != opts.Target {
 			continue
 		}
-		r, err := identity.NewResolver(t)
-		if err != nil {
-			return nil, fmt.Errorf("target %q: %w", t.Name, err)
-		}
-		declared[t.Name], resolvers[t.Name] = t, r
+		declared[t.Name] = t
+		chosen = append(chosen, t)
 	}
 	if opts.Target != "" && len(declared) == 0 {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownTarget, opts.Target)
 	}
-
-	acc := catchment.New(resolvers, catchment.Config{Window: catchment.Window{Since: since, Until: until}, Round: opts.Round})
+	var vps []analysis.VantagePoint
+	if vs, ok := src.(analysis.VantagePointSource); ok {
+		if vps, err = vs.VantagePoints(ctx); err != nil {
+			return nil, fmt.Errorf("read vantage points: %w", err)
+		}
+	}
+	an, err := analyzer.New(chosen, vps, analyzer.Config{Window: catchment.Window{Since: since, Until: until}, Round: opts.Round})
+	if err != nil {
+		return nil, err
+	}
 	n := 0
 	err = src.Observations(ctx, since, until, opts.Target, func(o analysis.Observation) error {
 		if n++; n%checkEvery == 0 {
@@ -219,7 +284,7 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 		if opts.Target != "" && o.Target != opts.Target {
 			return nil
 		}
-		acc.Add(o)
+		an.Add(o)
 		return nil
 	})
 	if err != nil {
@@ -228,11 +293,11 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return assemble(acc, declared, generated, since, until), nil
+	return assemble(an.Findings(), declared, generated, since, until), nil
 }
 
 // assemble groups the accumulator's results by target.
-func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, generated, since, until time.Time) *Report {
+func assemble(f analyzer.Findings, declared map[string]analysis.Target, generated, since, until time.Time) *Report {
 	targets := make(map[string]*Target)
 	get := func(name string) *Target {
 		t := targets[name]
@@ -240,6 +305,7 @@ func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, g
 			t = &Target{
 				Name: name, Sites: []Site{}, Catchment: []Catchment{}, Switches: []Switch{},
 				Unresolved: []Unresolved{}, Failures: map[string]int{}, Disagreements: []Disagreement{},
+				Incidents: []Incident{}, Instability: []Instability{}, ImpossibleRTTs: []Latency{}, Inflation: []Inflation{},
 			}
 			targets[name] = t
 		}
@@ -248,7 +314,7 @@ func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, g
 	for name := range declared {
 		get(name)
 	}
-	for _, s := range acc.Targets() {
+	for _, s := range f.Targets {
 		t := get(s.Target)
 		t.Observations = s.Observations
 		t.UnresolvedOther = s.UnresolvedOther
@@ -259,7 +325,7 @@ func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, g
 			t.Failures[string(f)] = n
 		}
 	}
-	for _, c := range acc.Catchments() {
+	for _, c := range f.Catchments {
 		t := get(c.Target)
 		rc := Catchment{
 			VantagePoint: c.VantagePoint, Address: c.Address, Site: c.Site,
@@ -280,14 +346,79 @@ func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, g
 		}
 		t.Catchment = append(t.Catchment, rc)
 	}
-	for _, s := range acc.Switches() {
+	for _, s := range f.Switches {
 		t := get(s.Target)
 		t.Switches = append(t.Switches, Switch{
 			VantagePoint: s.VantagePoint, Address: s.Address, Kind: s.Kind, Transport: s.Transport, Query: s.Query,
 			From: s.From, To: s.To, At: s.At.UTC(), LastFrom: s.LastFrom.UTC(), FailuresBetween: s.Failures,
+			Cause: s.Cause, Evidence: s.Evidence, TCPBroke: s.TCPBroke,
 		})
 	}
-	for _, d := range acc.Disagreements() {
+	// A vantage-point incident spans targets: it is listed under each
+	// target the vantage point measured.
+	measured := map[string][]string{} // vantage point → targets
+	for _, c := range f.Catchments {
+		if ts := measured[c.VantagePoint]; !slices.Contains(ts, c.Target) {
+			measured[c.VantagePoint] = append(ts, c.Target)
+		}
+	}
+	for _, in := range f.Incidents {
+		ri := Incident{Kind: in.Kind, Site: in.Site, Start: in.Start.UTC(), VantagePoints: slices.Clone(in.VantagePoints), Evidence: in.Evidence}
+		if ri.VantagePoints == nil {
+			ri.VantagePoints = []string{}
+		}
+		if in.Address.IsValid() {
+			a := in.Address
+			ri.Address = &a
+		}
+		if !in.End.IsZero() {
+			e := in.End.UTC()
+			ri.End = &e
+		}
+		names := []string{in.Target}
+		if in.Target == "" {
+			names = nil
+			for _, vp := range in.VantagePoints {
+				for _, t := range measured[vp] {
+					if !slices.Contains(names, t) {
+						names = append(names, t)
+					}
+				}
+			}
+		}
+		for _, name := range names {
+			if _, ok := declared[name]; !ok && len(declared) > 0 && in.Target == "" {
+				continue
+			}
+			t := get(name)
+			t.Incidents = append(t.Incidents, ri)
+		}
+	}
+	for _, x := range f.Instability {
+		if x.Switches == 0 {
+			continue
+		}
+		t := get(x.Target)
+		t.Instability = append(t.Instability, Instability{VantagePoint: x.VantagePoint, Switches: x.Switches, FlipsPerDay: round(x.FlipsPerDay), Sites: x.Sites})
+	}
+	for _, l := range f.Latency {
+		if l.Impossible == 0 {
+			continue
+		}
+		t := get(l.Target)
+		t.ImpossibleRTTs = append(t.ImpossibleRTTs, Latency{
+			VantagePoint: l.VantagePoint, Site: l.Site, DistanceKm: math.Round(l.DistanceKm),
+			MinPossibleMs: ms(l.MinPossible), MinRTTMs: ms(l.MinRTT), Impossible: l.Impossible, Checked: l.Checked,
+		})
+	}
+	for _, x := range f.Inflation {
+		t := get(x.Target)
+		t.Inflation = append(t.Inflation, Inflation{
+			VantagePoint: x.VantagePoint, Site: x.Site, Nearest: x.Nearest,
+			DistanceKm: math.Round(x.Distance), NearestDistanceKm: math.Round(x.NearestDistance), Factor: round(x.Factor),
+		})
+	}
+	for _, d := range f.Disagreements {
 		t := get(d.Target)
 		t.Disagreements = append(t.Disagreements, Disagreement{
 			VantagePoint: d.VantagePoint, Address: d.Address,
@@ -295,7 +426,7 @@ func assemble(acc *catchment.Accumulator, declared map[string]analysis.Target, g
 		})
 	}
 	served := make(map[string]map[string]int) // target → site → vantage points
-	for _, a := range acc.Assignments() {
+	for _, a := range f.Assignments {
 		get(a.Target)
 		if a.Site == "" {
 			continue
@@ -369,6 +500,9 @@ func sites(t analysis.Target, served map[string]int, cs []Catchment) []Site {
 	})
 	return out
 }
+
+// ms is a duration in milliseconds with microsecond precision.
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
 
 // round keeps four decimals, enough for a share and stable in golden files.
 func round(x float64) float64 { return math.Round(x*1e4) / 1e4 }

@@ -27,8 +27,9 @@ import (
 
 // BenchCmd groups benchmarks whose last line is machine-readable.
 type BenchCmd struct {
-	Ingest BenchIngestCmd `cmd:"" help:"Collector ingest rate (HTTP → committed rows) against raw COPY into the same table."`
-	Agent  BenchAgentCmd  `cmd:"" help:"Agent CPU and RSS at 20 targets × every probe kind every 10s, in the anycast lab, against the same agent idling (root only)."`
+	Ingest   BenchIngestCmd   `cmd:"" help:"Collector ingest rate (HTTP → committed rows) against raw COPY into the same table."`
+	Agent    BenchAgentCmd    `cmd:"" help:"Agent CPU and RSS at 20 targets × every probe kind every 10s, in the anycast lab, against the same agent idling (root only)."`
+	Analysis BenchAnalysisCmd `cmd:"" help:"Full and incremental analysis of a synthetic RIPE Atlas-scale day (12,000 vantage points × 13 targets every 4 minutes) stored in PostgreSQL, against reading the same rows."`
 }
 
 // BenchIngestCmd measures ingest.

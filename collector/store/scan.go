@@ -1,11 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,21 +91,6 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 		return stats, nil
 	}
 
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return stats, s.translate(op, err)
-	}
-	defer conn.Release()
-	pc := conn.Conn().PgConn()
-	// A large sort per chunk stays in memory.
-	if err := pc.Exec(ctx, "SET work_mem = '256MB'").Close(); err != nil {
-		return stats, s.translate(op, err)
-	}
-	defer func() {
-		// Best effort: the connection goes back to the pool.
-		_ = pc.Exec(context.WithoutCancel(ctx), "RESET work_mem").Close()
-	}()
-
 	var cond []string
 	cond = append(cond, "r.measured_at >= $1::timestamptz", "r.measured_at < $2::timestamptz")
 	var extra [][]byte
@@ -119,56 +106,113 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 		extra = append(extra, []byte(fmt.Sprint(tid)))
 		cond = append(cond, fmt.Sprintf("r.target_id = $%d::bigint", 2+len(extra)))
 	}
+	// No ORDER BY: each chunk is sorted here, which costs less than the
+	// server's tuple sort and lets the next chunk be read meanwhile.
 	sql := `SELECT r.agent_id, r.target_id, r.address, r.kind, r.transport, r.query, r.measured_at,
-	               r.failure, r.identity, r.rtt_us, r.round, r.received_at,
+	               r.failure, r.identity, r.rtt_us, r.round, r.received_at, r.seq,
 	               CASE WHEN r.kind IN ('trace', 'session') THEN r.detail::text END
 	        FROM results r
-	        WHERE ` + strings.Join(cond, " AND ") + `
-	        ORDER BY r.measured_at, r.agent_id, r.seq`
-	formats := []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}
+	        WHERE ` + strings.Join(cond, " AND ")
 
-	d := decoder{names: names, strs: make(map[string]string)}
-	chunk := DefaultScanChunk
-	for from := since; from.Before(until); {
-		to := from.Add(chunk)
-		if to.After(until) {
-			to = until
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return stats, s.translate(op, err)
+	}
+	defer conn.Release()
+	pc := conn.Conn().PgConn()
+
+	// The reader fetches, decodes and sorts chunk k+1 while fn consumes
+	// chunk k.
+	type chunkRows struct {
+		rows []scanRow
+		err  error
+	}
+	chunks := make(chan chunkRows, 1)
+	done := make(chan struct{})
+	defer func() {
+		close(done)
+		for range chunks { // let the reader finish
 		}
-		params := append([][]byte{pgTime(from), pgTime(to)}, extra...)
-		rr := pc.ExecParams(ctx, sql, params, nil, nil, formats)
-		n := 0
-		for rr.NextRow() {
-			o, recv, err := d.decode(rr.Values())
+	}()
+	go func() {
+		defer close(chunks)
+		d := decoder{names: names, strs: make(map[string]string)}
+		chunk := DefaultScanChunk
+		for from := since; from.Before(until); {
+			to := from.Add(chunk)
+			if to.After(until) {
+				to = until
+			}
+			params := append([][]byte{pgTime(from), pgTime(to)}, extra...)
+			rr := pc.ExecParams(ctx, sql, params, nil, nil, scanFormats)
+			var rows []scanRow
+			var derr error
+			for rr.NextRow() {
+				var r scanRow
+				if r.o, r.recv, r.agent, r.seq, derr = d.decode(rr.Values()); derr != nil {
+					break
+				}
+				rows = append(rows, r)
+			}
+			_, err := rr.Close()
+			if derr != nil {
+				err = derr
+			} else if err != nil {
+				err = s.translate(op, err)
+			}
+			slices.SortFunc(rows, func(x, y scanRow) int {
+				if c := x.o.At.Compare(y.o.At); c != 0 {
+					return c
+				}
+				return cmp.Or(cmp.Compare(x.agent, y.agent), cmp.Compare(x.seq, y.seq))
+			})
+			select {
+			case chunks <- chunkRows{rows, err}:
+			case <-done:
+				return
+			}
 			if err != nil {
-				rr.Close()
-				return stats, fmt.Errorf("%s: %w", op, err)
+				return
 			}
-			n++
-			if recv.After(stats.LastReceived) {
-				stats.LastReceived = recv
+			n := len(rows)
+			from = to
+			// Aim the next chunk at scanChunkRows rows.
+			if n == 0 {
+				chunk *= 4
+			} else {
+				chunk = time.Duration(float64(chunk) * scanChunkRows / float64(n))
 			}
-			if err := fn(o); err != nil {
-				rr.Close()
+			chunk = min(max(chunk, minScanChunk), maxScanChunk)
+		}
+	}()
+	for c := range chunks {
+		if c.err != nil {
+			return stats, fmt.Errorf("%s: %w", op, c.err)
+		}
+		stats.Chunks++
+		for i := range c.rows {
+			r := &c.rows[i]
+			stats.Rows++
+			if r.recv.After(stats.LastReceived) {
+				stats.LastReceived = r.recv
+			}
+			if err := fn(r.o); err != nil {
 				return stats, err
 			}
 		}
-		if _, err := rr.Close(); err != nil {
-			return stats, s.translate(op, err)
-		}
-		stats.Rows += n
-		stats.Chunks++
-		from = to
-		// Aim the next chunk at scanChunkRows rows.
-		switch {
-		case n == 0:
-			chunk *= 4
-		case n > 0:
-			chunk = time.Duration(float64(chunk) * scanChunkRows / float64(n))
-		}
-		chunk = min(max(chunk, minScanChunk), maxScanChunk)
 	}
-	return stats, nil
+	return stats, ctx.Err()
 }
+
+// scanRow is one decoded row with what orders it.
+type scanRow struct {
+	o          analysis.Observation
+	recv       time.Time
+	agent, seq int64
+}
+
+// scanFormats asks for every column in binary but the detail JSON.
+var scanFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}
 
 // partitionSpan returns the time span the results partitions cover.
 func (s *Store) partitionSpan(ctx context.Context) (first, last time.Time, ok bool, err error) {
@@ -286,58 +330,56 @@ func inet(b []byte) (netip.Addr, error) {
 	return a, nil
 }
 
-func (d *decoder) decode(v [][]byte) (analysis.Observation, time.Time, error) {
-	var (
-		o    analysis.Observation
-		recv time.Time
-		err  error
-		id   int64
-	)
-	if len(v) != 13 {
-		return o, recv, fmt.Errorf("row of %d columns", len(v))
+func (d *decoder) decode(v [][]byte) (o analysis.Observation, recv time.Time, agent, seq int64, err error) {
+	var id int64
+	if len(v) != 14 {
+		return o, recv, 0, 0, fmt.Errorf("row of %d columns", len(v))
 	}
-	if id, err = i64(v[0]); err != nil {
-		return o, recv, err
+	if agent, err = i64(v[0]); err != nil {
+		return
 	}
-	o.VantagePoint = d.names.agents[id]
+	o.VantagePoint = d.names.agents[agent]
 	if id, err = i64(v[1]); err != nil {
-		return o, recv, err
+		return
 	}
 	o.Target = d.names.targets[id]
 	if o.Address, err = inet(v[2]); err != nil {
-		return o, recv, err
+		return
 	}
 	o.Kind = api.Kind(d.str(v[3]))
 	o.Transport = api.Transport(d.str(v[4]))
 	o.Query = d.str(v[5])
 	if o.At, err = ts(v[6]); err != nil {
-		return o, recv, err
+		return
 	}
 	o.Failure = api.Failure(d.str(v[7]))
 	if v[8] != nil {
 		o.Identity = d.str(v[8])
 	}
 	if v[9] != nil {
-		us, err := i64(v[9])
-		if err != nil {
-			return o, recv, err
+		var us int64
+		if us, err = i64(v[9]); err != nil {
+			return
 		}
 		o.RTT = time.Duration(us) * time.Microsecond
 	}
 	if v[10] != nil {
-		r, err := i64(v[10])
-		if err != nil {
-			return o, recv, err
+		var r int64
+		if r, err = i64(v[10]); err != nil {
+			return
 		}
 		o.Round = uint64(r)
 	}
 	if recv, err = ts(v[11]); err != nil {
-		return o, recv, err
+		return
 	}
-	if v[12] != nil {
-		detail(&o, v[12])
+	if seq, err = i64(v[12]); err != nil {
+		return
 	}
-	return o, recv, nil
+	if v[13] != nil {
+		detail(&o, v[13])
+	}
+	return o, recv, agent, seq, nil
 }
 
 // detail fills PathEnd (traces) and Session (sessions) from a result's

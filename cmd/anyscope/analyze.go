@@ -1,0 +1,310 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/anyscope/anyscope/analysis"
+	"github.com/anyscope/anyscope/analysis/analyzer"
+	"github.com/anyscope/anyscope/analysis/catchment"
+	"github.com/anyscope/anyscope/collector/store"
+)
+
+// AnalyzeCmd computes catchments, switches and incidents and keeps them in
+// the database.
+type AnalyzeCmd struct {
+	DBFlags
+	Since      string        `help:"One-shot: start of the window (RFC 3339 time, or a duration back from now)." default:"24h"`
+	Until      string        `help:"One-shot: end of the window; empty: now." default:""`
+	Target     string        `help:"One-shot: only this target (default: all)."`
+	Every      time.Duration `help:"Keep running: every this often, analyse what arrived since the previous run (e.g. 30s). Zero: one shot over the window." default:"0s"`
+	Once       bool          `help:"With --every: run one incremental step and exit."`
+	Name       string        `help:"Name under which the incremental analyzer records how far it has read." default:"default"`
+	Warmup     time.Duration `help:"Incremental: on start, replay this much already analysed history so switches and incidents continue where they were." default:"1h"`
+	Settle     time.Duration `help:"Incremental: leave results received in the last this long for the next run (an ingest transaction still open may commit them with an earlier receive time)." default:"10s"`
+	CPUProfile string        `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the analysis to this file."`
+	MaxLate    time.Duration `name:"max-late" help:"Incremental: ignore results measured this long before the previous run (imports of old data are analysed with a one-shot run over their window)." default:"48h"`
+}
+
+// Run analyses once, or keeps analysing.
+func (c *AnalyzeCmd) Run(ctx context.Context, log *slog.Logger) error {
+	st, err := c.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if c.Every > 0 || c.Once {
+		every := c.Every
+		if every <= 0 {
+			every = 30 * time.Second
+		}
+		inc, err := newIncremental(ctx, st, c.Name, c.Warmup, c.Settle, c.MaxLate, log)
+		if err != nil {
+			return err
+		}
+		for {
+			stats, err := inc.step(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				log.Error("analyze step failed; retrying at the next tick", "err", err)
+			} else {
+				log.Info("analyzed", "results", stats.rows, "switches", stats.saved.Switches, "incidents", stats.saved.Incidents,
+					"catchments", stats.saved.Catchments, "received_through", stats.through, "took", stats.took.Round(time.Millisecond))
+			}
+			if c.Once {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(every):
+			}
+		}
+	}
+
+	now := time.Now()
+	since, err := parseWhen(c.Since, now)
+	if err != nil {
+		return fmt.Errorf("--since: %w", err)
+	}
+	until := now
+	if c.Until != "" {
+		if until, err = parseWhen(c.Until, now); err != nil {
+			return fmt.Errorf("--until: %w", err)
+		}
+	}
+	if !since.Before(until) {
+		return fmt.Errorf("--since %s is not before --until %s", since.Format(time.RFC3339), until.Format(time.RFC3339))
+	}
+	since, until = since.UTC(), until.UTC()
+	if c.CPUProfile != "" {
+		pf, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	f, err := analyzer.Run(ctx, st, c.Target, analyzer.Config{Window: catchment.Window{Since: since, Until: until}})
+	if err != nil {
+		return err
+	}
+	analysed := time.Since(start)
+	saved, err := st.SaveFindings(ctx, findingsRows(f, since, until, true))
+	if err != nil {
+		return err
+	}
+	log.Info("analyzed", "since", since, "until", until, "observations", f.Stats.Added,
+		"catchments", saved.Catchments, "switches", saved.Switches, "incidents", saved.Incidents,
+		"analysis", analysed.Round(time.Millisecond), "total", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// findingsRows turns an analysis into the rows the store keeps: one
+// catchment row per stream over [since, until).
+func findingsRows(f analyzer.Findings, since, until time.Time, replace bool) store.Findings {
+	out := store.Findings{Since: since, Until: until, Replace: replace, Incidents: f.Incidents}
+	for _, c := range f.Catchments {
+		for _, s := range c.Streams {
+			if s.Site == "" {
+				continue
+			}
+			out.Catchments = append(out.Catchments, store.CatchmentRow{
+				VantagePoint: c.VantagePoint, Target: c.Target, Address: c.Address,
+				Kind: s.Kind, Transport: s.Transport, Query: s.Query,
+				Site: s.Site, Observations: s.Observations, Confidence: s.Confidence,
+			})
+		}
+	}
+	out.Switches = switchRows(f.Switches)
+	return out
+}
+
+func switchRows(sw []catchment.Switch) []store.SwitchRow {
+	out := make([]store.SwitchRow, 0, len(sw))
+	for _, s := range sw {
+		out = append(out, store.SwitchRow{
+			VantagePoint: s.VantagePoint, Target: s.Target, Address: s.Address,
+			Kind: s.Kind, Transport: s.Transport, Query: s.Query,
+			At: s.At, LastFrom: s.LastFrom, From: s.From, To: s.To,
+			Cause: s.Cause, TCPBroke: s.TCPBroke, Failures: s.Failures,
+		})
+	}
+	return out
+}
+
+// incremental is the state of `analyze --every`: one long-lived analyzer
+// (current sites, open incidents) and the hourly catchment buckets being
+// filled.
+type incremental struct {
+	st      *store.Store
+	name    string
+	settle  time.Duration
+	maxLate time.Duration
+	log     *slog.Logger
+	an      *analyzer.Analyzer
+	buckets map[time.Time]*catchment.Accumulator
+	through time.Time // every result received at or before it is analysed
+	born    time.Time
+}
+
+// bucket is the span of the catchment rows the incremental analyzer keeps.
+const bucket = time.Hour
+
+// keepBuckets is how many hourly buckets stay open for late results.
+const keepBuckets = 3
+
+// rebuildAfter bounds how long one analyzer lives before it is rebuilt from
+// the warm-up window, which bounds its memory (switch history).
+const rebuildAfter = 24 * time.Hour
+
+type stepStats struct {
+	rows    int
+	saved   store.SaveStats
+	through time.Time
+	took    time.Duration
+}
+
+func newIncremental(ctx context.Context, st *store.Store, name string, warmup, settle, maxLate time.Duration, log *slog.Logger) (*incremental, error) {
+	through, err := st.AnalyzerState(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	inc := &incremental{st: st, name: name, settle: settle, maxLate: maxLate, log: log, through: through}
+	if err := inc.rebuild(ctx, warmup); err != nil {
+		return nil, err
+	}
+	return inc, nil
+}
+
+// rebuild starts a fresh analyzer and replays the warm-up window of
+// already analysed results into it, so switches and incidents continue.
+func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error {
+	targets, err := inc.st.Targets(ctx)
+	if err != nil {
+		return err
+	}
+	vps, err := inc.st.VantagePoints(ctx)
+	if err != nil {
+		return err
+	}
+	an, err := analyzer.New(targets, vps, analyzer.Config{})
+	if err != nil {
+		return err
+	}
+	inc.an, inc.buckets, inc.born = an, map[time.Time]*catchment.Accumulator{}, time.Now()
+	if inc.through.IsZero() || warmup <= 0 {
+		return nil
+	}
+	stats, err := inc.st.Scan(ctx, store.ScanOptions{Since: inc.through.Add(-warmup), ReceivedThrough: inc.through}, func(o analysis.Observation) error {
+		an.Add(o)
+		return nil
+	})
+	inc.log.Info("analyzer warmed up", "results", stats.Rows, "since", inc.through.Add(-warmup))
+	return err
+}
+
+// step analyses what arrived since the previous step and saves what
+// changed, with the new watermark, in one transaction.
+func (inc *incremental) step(ctx context.Context) (stepStats, error) {
+	start := time.Now()
+	var ss stepStats
+	if time.Since(inc.born) > rebuildAfter {
+		if err := inc.rebuild(ctx, time.Hour); err != nil {
+			return ss, err
+		}
+	}
+	through := time.Now().Add(-inc.settle).UTC()
+	if !through.After(inc.through) {
+		return ss, nil
+	}
+	type pairKey struct {
+		bucket     time.Time
+		vp, target string
+	}
+	touched := map[pairKey]bool{}
+	opts := store.ScanOptions{ReceivedAfter: inc.through, ReceivedThrough: through}
+	if !inc.through.IsZero() {
+		// Partitions measured long before the watermark hold nothing new
+		// worth reading for the live view.
+		opts.Since = inc.through.Add(-inc.maxLate)
+	}
+	var newest time.Time
+	scan, err := inc.st.Scan(ctx, opts, func(o analysis.Observation) error {
+		inc.an.Add(o)
+		b := o.At.Truncate(bucket)
+		acc := inc.buckets[b]
+		if acc == nil {
+			acc = catchment.New(inc.an.Resolvers(), catchment.Config{Window: catchment.Window{Since: b, Until: b.Add(bucket)}})
+			inc.buckets[b] = acc
+		}
+		acc.Add(o)
+		touched[pairKey{b, o.VantagePoint, o.Target}] = true
+		if o.At.After(newest) {
+			newest = o.At
+		}
+		return nil
+	})
+	if err != nil {
+		return ss, err
+	}
+	ss.rows = scan.Rows
+
+	f := store.Findings{Analyzer: inc.name, ReceivedThrough: through}
+	for b, acc := range inc.buckets {
+		for _, c := range acc.Catchments() {
+			if !touched[pairKey{b, c.VantagePoint, c.Target}] {
+				continue
+			}
+			for _, s := range c.Streams {
+				if s.Site == "" {
+					continue
+				}
+				f.Catchments = append(f.Catchments, store.CatchmentRow{
+					VantagePoint: c.VantagePoint, Target: c.Target, Address: c.Address,
+					Kind: s.Kind, Transport: s.Transport, Query: s.Query,
+					Site: s.Site, Observations: s.Observations, Confidence: s.Confidence,
+					WindowStart: b, WindowEnd: b.Add(bucket),
+				})
+			}
+		}
+	}
+	// Switches and incidents of the last hours: causes and ends may have
+	// changed with what arrived.
+	recent := newest.Add(-2 * bucket)
+	for _, s := range inc.an.Switches() {
+		if !s.At.Before(recent) {
+			f.Switches = append(f.Switches, switchRows([]catchment.Switch{s})...)
+		}
+	}
+	for _, in := range inc.an.Incidents() {
+		if in.Open() || !in.End.Before(recent) {
+			f.Incidents = append(f.Incidents, in)
+		}
+	}
+	saved, err := inc.st.SaveFindings(ctx, f)
+	if err != nil {
+		return ss, err
+	}
+	inc.through = through
+	// Buckets too old for late results are closed.
+	if !newest.IsZero() {
+		for b := range inc.buckets {
+			if b.Before(newest.Truncate(bucket).Add(-(keepBuckets - 1) * bucket)) {
+				delete(inc.buckets, b)
+			}
+		}
+	}
+	ss.saved, ss.through, ss.took = saved, through, time.Since(start)
+	return ss, nil
+}
