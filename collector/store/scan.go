@@ -20,9 +20,12 @@ const (
 	// DefaultScanChunk is the first chunk of measured_at a scan reads; later
 	// chunks grow or shrink to hold about scanChunkRows results.
 	DefaultScanChunk = 10 * time.Minute
-	scanChunkRows    = 200_000
+	scanChunkRows    = 50_000
 	minScanChunk     = time.Minute
 	maxScanChunk     = 7 * 24 * time.Hour
+	// maxEmptyScanChunk bounds the growth after an empty chunk (a 15-minute
+	// chunk at RIPE Atlas scale is about 600,000 results).
+	maxEmptyScanChunk = 15 * time.Minute
 	// maxInterned bounds the strings a scan shares between rows (identities,
 	// queries…); beyond it each row gets its own copy.
 	maxInterned = 1 << 16
@@ -121,13 +124,18 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 	defer conn.Release()
 	pc := conn.Conn().PgConn()
 
-	// The reader fetches, decodes and sorts chunk k+1 while fn consumes
-	// chunk k.
+	// The reader fetches, decodes and orders chunk k+1 while fn consumes
+	// chunk k; two buffers go back and forth, so a scan's memory is two
+	// chunks whatever its length.
 	type chunkRows struct {
-		rows []scanRow
-		err  error
+		rows  []scanRow
+		order []scanKey
+		err   error
 	}
-	chunks := make(chan chunkRows, 1)
+	chunks := make(chan *chunkRows, 1)
+	free := make(chan *chunkRows, 2)
+	free <- &chunkRows{}
+	free <- &chunkRows{}
 	done := make(chan struct{})
 	defer func() {
 		close(done)
@@ -139,46 +147,54 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 		d := decoder{names: names, strs: make(map[string]string)}
 		chunk := DefaultScanChunk
 		for from := since; from.Before(until); {
+			var c *chunkRows
+			select {
+			case c = <-free:
+			case <-done:
+				return
+			}
 			to := from.Add(chunk)
 			if to.After(until) {
 				to = until
 			}
 			params := append([][]byte{pgTime(from), pgTime(to)}, extra...)
 			rr := pc.ExecParams(ctx, sql, params, nil, nil, scanFormats)
-			var rows []scanRow
+			c.rows, c.order = c.rows[:0], c.order[:0]
 			var derr error
 			for rr.NextRow() {
-				var r scanRow
-				if r.o, r.recv, r.agent, r.seq, derr = d.decode(rr.Values()); derr != nil {
+				c.rows = append(c.rows, scanRow{})
+				r := &c.rows[len(c.rows)-1]
+				var agent, seq int64
+				if r.o, r.recv, agent, seq, derr = d.decode(rr.Values()); derr != nil {
 					break
 				}
-				rows = append(rows, r)
+				c.order = append(c.order, scanKey{at: r.o.At.UnixNano(), agent: agent, seq: seq, i: int32(len(c.rows) - 1)})
 			}
-			_, err := rr.Close()
+			_, c.err = rr.Close()
 			if derr != nil {
-				err = derr
-			} else if err != nil {
-				err = s.translate(op, err)
+				c.err = derr
+			} else if c.err != nil {
+				c.err = s.translate(op, c.err)
 			}
-			slices.SortFunc(rows, func(x, y scanRow) int {
-				if c := x.o.At.Compare(y.o.At); c != 0 {
-					return c
-				}
-				return cmp.Or(cmp.Compare(x.agent, y.agent), cmp.Compare(x.seq, y.seq))
-			})
+			// Keys are sorted, not rows: rows are large and mostly in order.
+			if !slices.IsSortedFunc(c.order, compareScanKey) {
+				slices.SortFunc(c.order, compareScanKey)
+			}
+			n := len(c.rows)
 			select {
-			case chunks <- chunkRows{rows, err}:
+			case chunks <- c:
 			case <-done:
 				return
 			}
-			if err != nil {
+			if c.err != nil {
 				return
 			}
-			n := len(rows)
 			from = to
 			// Aim the next chunk at scanChunkRows rows.
 			if n == 0 {
-				chunk *= 4
+				// Nothing here says how dense the data ahead is: grow,
+				// but not so far that a dense stretch lands in one chunk.
+				chunk = min(chunk*2, maxEmptyScanChunk)
 			} else {
 				chunk = time.Duration(float64(chunk) * scanChunkRows / float64(n))
 			}
@@ -190,8 +206,8 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 			return stats, fmt.Errorf("%s: %w", op, c.err)
 		}
 		stats.Chunks++
-		for i := range c.rows {
-			r := &c.rows[i]
+		for _, k := range c.order {
+			r := &c.rows[k.i]
 			stats.Rows++
 			if r.recv.After(stats.LastReceived) {
 				stats.LastReceived = r.recv
@@ -200,15 +216,26 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 				return stats, err
 			}
 		}
+		clear(c.rows) // drop references before the buffer is refilled
+		free <- c
 	}
 	return stats, ctx.Err()
 }
 
-// scanRow is one decoded row with what orders it.
+// scanKey orders the rows of a chunk: measured_at, agent, sequence.
+type scanKey struct {
+	at, agent, seq int64
+	i              int32
+}
+
+func compareScanKey(x, y scanKey) int {
+	return cmp.Or(cmp.Compare(x.at, y.at), cmp.Compare(x.agent, y.agent), cmp.Compare(x.seq, y.seq))
+}
+
+// scanRow is one decoded row.
 type scanRow struct {
-	o          analysis.Observation
-	recv       time.Time
-	agent, seq int64
+	o    analysis.Observation
+	recv time.Time
 }
 
 // scanFormats asks for every column in binary but the detail JSON.
