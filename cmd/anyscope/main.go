@@ -33,6 +33,7 @@ type CLI struct {
 	Probe     ProbeCmd     `cmd:"" help:"Probe anycast addresses once from this host with every probe kind (DNS identity, ping, Paris traceroute, HTTP identity, a short session) and show who answered."`
 	Report    ReportCmd    `cmd:"" help:"Report catchments (which site serves each vantage point) and PoP switches."`
 	Analyze   AnalyzeCmd   `cmd:"" help:"Compute catchments, switches with their causes, and incidents, and keep them in the database (once over a window, or --every 30s incrementally)."`
+	Import    ImportCmd    `cmd:"" help:"Import measurements from other platforms (RIPE Atlas) as vantage points and results."`
 	Migrate   MigrateCmd   `cmd:"" help:"Create or upgrade the database schema."`
 	DB        DBCmd        `cmd:"" name:"db" help:"Manage the private PostgreSQL cluster used when no --db is given."`
 	Demo      DemoCmd      `cmd:"" help:"Run the end-to-end demo on loopback: database, collector, three DNS sites, one agent, a report."`
