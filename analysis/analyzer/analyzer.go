@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -219,7 +221,7 @@ func (a *Analyzer) Findings() Findings {
 		Switches: a.acc.Switches(), Disagreements: a.acc.Disagreements(), Instability: a.acc.Instability(),
 		Stats: a.acc.Stats(),
 	}
-	f.Incidents = a.det.Incidents()
+	f.Incidents = MergeAddresses(a.det.Incidents())
 	if !a.window.Since.IsZero() || !a.window.Until.IsZero() {
 		f.Incidents = slices.DeleteFunc(f.Incidents, func(in analysis.Incident) bool {
 			end := in.End
@@ -331,7 +333,65 @@ func (a *Analyzer) inflation(as []catchment.Assignment) []Inflation {
 func (a *Analyzer) Switches() []catchment.Switch { return a.acc.Switches() }
 
 // Incidents returns the incidents seen so far, open ones with a zero End.
-func (a *Analyzer) Incidents() []analysis.Incident { return a.det.Incidents() }
+func (a *Analyzer) Incidents() []analysis.Incident { return MergeAddresses(a.det.Incidents()) }
+
+// MergeAddresses merges the incidents of one target that differ only by
+// address — same kind, site and vantage points, overlapping in time — into
+// one incident over all its addresses (Address zero): a site black-holed
+// for IPv4 and IPv6 alike is one incident, not two. Incidents that differ
+// in anything else stay apart.
+func MergeAddresses(in []analysis.Incident) []analysis.Incident {
+	out := make([]analysis.Incident, 0, len(in))
+	for _, x := range in {
+		merged := false
+		for i := range out {
+			y := &out[i]
+			if y.Kind != x.Kind || y.Target != x.Target || y.Site != x.Site || !slices.Equal(y.VantagePoints, x.VantagePoints) ||
+				!x.Address.IsValid() || (y.Address.IsValid() && y.Address == x.Address) || !overlap(*y, x) {
+				continue
+			}
+			y.Address = netip.Addr{}
+			if x.Start.Before(y.Start) {
+				y.Start = x.Start
+			}
+			if y.Open() || x.Open() {
+				y.End = time.Time{}
+			} else if x.End.After(y.End) {
+				y.End = x.End
+			}
+			y.Evidence = mergeEvidence(y.Evidence, x.Evidence)
+			merged = true
+			break
+		}
+		if !merged {
+			x.Evidence.Failed = maps.Clone(x.Evidence.Failed)
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func overlap(x, y analysis.Incident) bool {
+	endX, endY := x.End, y.End
+	return (x.Open() || !endX.Before(y.Start)) && (y.Open() || !endY.Before(x.Start))
+}
+
+func mergeEvidence(x, y analysis.Evidence) analysis.Evidence {
+	if x.Failed == nil && len(y.Failed) > 0 {
+		x.Failed = map[string]int{}
+	}
+	for k, n := range y.Failed {
+		x.Failed[k] += n
+	}
+	x.Healthy = max(x.Healthy, y.Healthy)
+	x.CatchmentSize = max(x.CatchmentSize, y.CatchmentSize)
+	for _, p := range y.PathEnds {
+		if !slices.Contains(x.PathEnds, p) && len(x.PathEnds) < incident.MaxPathEnds {
+			x.PathEnds = append(x.PathEnds, p)
+		}
+	}
+	return x
+}
 
 // Resolvers returns the identity resolvers of the targets, by name (shared:
 // do not modify).

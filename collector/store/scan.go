@@ -94,16 +94,33 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 		return stats, nil
 	}
 
-	var cond []string
-	cond = append(cond, "r.measured_at >= $1::timestamptz", "r.measured_at < $2::timestamptz")
+	// Chunks follow measured_at; a scan of what arrived in a receive
+	// window follows received_at instead (that is what the BRIN index on it
+	// is for), and each of its chunks is still put in measured_at order.
+	chunkCol, lo, hi := "measured_at", since, until
+	cond := []string{}
 	var extra [][]byte
-	if !opts.ReceivedAfter.IsZero() {
-		extra = append(extra, pgTime(opts.ReceivedAfter))
-		cond = append(cond, fmt.Sprintf("r.received_at > $%d::timestamptz", 2+len(extra)))
+	if receipts := !opts.ReceivedAfter.IsZero() || !opts.ReceivedThrough.IsZero(); receipts {
+		chunkCol = "received_at"
+		lo, hi = opts.ReceivedAfter.UTC(), opts.ReceivedThrough.UTC()
+		if lo.IsZero() {
+			lo = since.Add(-maxScanChunk) // received before measured is impossible; allow clock skew
+		}
+		if hi.IsZero() {
+			hi = time.Now().UTC().Add(time.Minute)
+		}
+		if !lo.Before(hi) {
+			return stats, nil
+		}
+		extra = append(extra, pgTime(since), pgTime(until))
+		cond = append(cond, "r.measured_at >= $3::timestamptz", "r.measured_at < $4::timestamptz")
 	}
-	if !opts.ReceivedThrough.IsZero() {
-		extra = append(extra, pgTime(opts.ReceivedThrough))
-		cond = append(cond, fmt.Sprintf("r.received_at <= $%d::timestamptz", 2+len(extra)))
+	// The chunk's bounds: half-open on measured_at, (lo, hi] on received_at
+	// (ReceivedAfter is exclusive, ReceivedThrough inclusive).
+	if chunkCol == "measured_at" {
+		cond = append([]string{"r.measured_at >= $1::timestamptz", "r.measured_at < $2::timestamptz"}, cond...)
+	} else {
+		cond = append([]string{"r.received_at > $1::timestamptz", "r.received_at <= $2::timestamptz"}, cond...)
 	}
 	if tid != 0 {
 		extra = append(extra, []byte(fmt.Sprint(tid)))
@@ -146,7 +163,7 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 		defer close(chunks)
 		d := decoder{names: names, strs: make(map[string]string)}
 		chunk := DefaultScanChunk
-		for from := since; from.Before(until); {
+		for from := lo; from.Before(hi); {
 			var c *chunkRows
 			select {
 			case c = <-free:
@@ -154,8 +171,8 @@ func (s *Store) Scan(ctx context.Context, opts ScanOptions, fn func(analysis.Obs
 				return
 			}
 			to := from.Add(chunk)
-			if to.After(until) {
-				to = until
+			if to.After(hi) {
+				to = hi
 			}
 			params := append([][]byte{pgTime(from), pgTime(to)}, extra...)
 			rr := pc.ExecParams(ctx, sql, params, nil, nil, scanFormats)
