@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net/netip"
 	"os"
 	"runtime/pprof"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/anyscope/anyscope/analysis"
 	"github.com/anyscope/anyscope/analysis/analyzer"
 	"github.com/anyscope/anyscope/analysis/catchment"
+	api "github.com/anyscope/anyscope/collector/api/v1"
 	"github.com/anyscope/anyscope/collector/store"
 )
 
@@ -145,7 +148,10 @@ func switchRows(sw []catchment.Switch) []store.SwitchRow {
 
 // incremental is the state of `analyze --every`: one long-lived analyzer
 // (current sites, open incidents) and the hourly catchment buckets being
-// filled.
+// filled. Each step reads what arrived since the previous one and saves, in
+// one transaction with the new watermark, what changed: catchment rows whose
+// site changed, every touched row every flushEvery, new or re-judged
+// switches, and incidents.
 type incremental struct {
 	st      *store.Store
 	name    string
@@ -156,13 +162,42 @@ type incremental struct {
 	buckets map[time.Time]*catchment.Accumulator
 	through time.Time // every result received at or before it is analysed
 	born    time.Time
+
+	written   map[rowKey]string         // catchment rows saved, with their site
+	dirty     map[rowKey]bool           // rows touched since the last flush
+	switches  map[switchKey]switchState // switches saved, with their verdict
+	lastFlush time.Time
+}
+
+type rowKey struct {
+	bucket     time.Time
+	vp, target string
+	addr       netip.Addr
+	stream     string // kind/transport/query
+}
+
+type switchKey struct {
+	vp, target string
+	addr       netip.Addr
+	stream     string
+	at         time.Time
+}
+
+type switchState struct {
+	cause analysis.Cause
+	broke bool
 }
 
 // bucket is the span of the catchment rows the incremental analyzer keeps.
 const bucket = time.Hour
 
-// keepBuckets is how many hourly buckets stay open for late results.
-const keepBuckets = 3
+// keepBuckets is how many hourly buckets stay open for late results (the
+// current hour and the one before).
+const keepBuckets = 2
+
+// flushEvery is how often every catchment row touched is saved, whether its
+// site changed or not (its counts did).
+const flushEvery = 5 * time.Minute
 
 // rebuildAfter bounds how long one analyzer lives before it is rebuilt from
 // the warm-up window, which bounds its memory (switch history).
@@ -187,8 +222,9 @@ func newIncremental(ctx context.Context, st *store.Store, name string, warmup, s
 	return inc, nil
 }
 
-// rebuild starts a fresh analyzer and replays the warm-up window of
-// already analysed results into it, so switches and incidents continue.
+// rebuild starts a fresh analyzer and replays already analysed results into
+// it — the warm-up window, and at least the open catchment buckets — so
+// switches, incidents and hourly catchments continue where they were.
 func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error {
 	targets, err := inc.st.Targets(ctx)
 	if err != nil {
@@ -203,15 +239,51 @@ func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error
 		return err
 	}
 	inc.an, inc.buckets, inc.born = an, map[time.Time]*catchment.Accumulator{}, time.Now()
-	if inc.through.IsZero() || warmup <= 0 {
+	inc.written, inc.dirty, inc.switches = map[rowKey]string{}, map[rowKey]bool{}, map[switchKey]switchState{}
+	inc.lastFlush = time.Now()
+	if inc.through.IsZero() {
 		return nil
 	}
-	stats, err := inc.st.Scan(ctx, store.ScanOptions{Since: inc.through.Add(-warmup), ReceivedThrough: inc.through}, func(o analysis.Observation) error {
-		an.Add(o)
+	since := inc.through.Truncate(bucket).Add(-(keepBuckets - 1) * bucket)
+	if w := inc.through.Add(-warmup); w.Before(since) {
+		since = w
+	}
+	stats, err := inc.st.Scan(ctx, store.ScanOptions{Since: since, ReceivedThrough: inc.through}, func(o analysis.Observation) error {
+		inc.feed(o)
 		return nil
 	})
-	inc.log.Info("analyzer warmed up", "results", stats.Rows, "since", inc.through.Add(-warmup))
-	return err
+	if err != nil {
+		return err
+	}
+	// What the previous process held may not all be saved: the first flush
+	// writes the open buckets whole. Switches and incidents already judged
+	// are saved again only if their verdict changes.
+	for _, s := range inc.an.Switches() {
+		inc.switches[keyOf(s)] = switchState{s.Cause, s.TCPBroke}
+	}
+	inc.log.Info("analyzer warmed up", "results", stats.Rows, "since", since)
+	return nil
+}
+
+// feed adds one observation to the analyzer and to its hourly bucket.
+func (inc *incremental) feed(o analysis.Observation) {
+	inc.an.Add(o)
+	b := o.At.Truncate(bucket)
+	acc := inc.buckets[b]
+	if acc == nil {
+		acc = catchment.New(inc.an.Resolvers(), catchment.Config{Window: catchment.Window{Since: b, Until: b.Add(bucket)}})
+		inc.buckets[b] = acc
+	}
+	acc.Add(o)
+	inc.dirty[rowKey{bucket: b, vp: o.VantagePoint, target: o.Target, addr: o.Address, stream: streamName(o.Kind, o.Transport, o.Query)}] = true
+}
+
+func streamName(k api.Kind, t api.Transport, q string) string {
+	return string(k) + "/" + string(t) + "/" + q
+}
+
+func keyOf(s catchment.Switch) switchKey {
+	return switchKey{s.VantagePoint, s.Target, s.Address, streamName(s.Kind, s.Transport, s.Query), s.At}
 }
 
 // step analyses what arrived since the previous step and saves what
@@ -228,28 +300,15 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	if !through.After(inc.through) {
 		return ss, nil
 	}
-	type pairKey struct {
-		bucket     time.Time
-		vp, target string
-	}
-	touched := map[pairKey]bool{}
 	opts := store.ScanOptions{ReceivedAfter: inc.through, ReceivedThrough: through}
 	if !inc.through.IsZero() {
-		// Partitions measured long before the watermark hold nothing new
-		// worth reading for the live view.
+		// Results measured long before the watermark are history, not news:
+		// a one-shot analyze over their window handles imports of old data.
 		opts.Since = inc.through.Add(-inc.maxLate)
 	}
 	var newest time.Time
 	scan, err := inc.st.Scan(ctx, opts, func(o analysis.Observation) error {
-		inc.an.Add(o)
-		b := o.At.Truncate(bucket)
-		acc := inc.buckets[b]
-		if acc == nil {
-			acc = catchment.New(inc.an.Resolvers(), catchment.Config{Window: catchment.Window{Since: b, Until: b.Add(bucket)}})
-			inc.buckets[b] = acc
-		}
-		acc.Add(o)
-		touched[pairKey{b, o.VantagePoint, o.Target}] = true
+		inc.feed(o)
 		if o.At.After(newest) {
 			newest = o.At
 		}
@@ -261,15 +320,16 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	ss.rows = scan.Rows
 
 	f := store.Findings{Analyzer: inc.name, ReceivedThrough: through}
+	flush := time.Since(inc.lastFlush) >= flushEvery
+	written := map[rowKey]string{}
 	for b, acc := range inc.buckets {
 		for _, c := range acc.Catchments() {
-			if !touched[pairKey{b, c.VantagePoint, c.Target}] {
-				continue
-			}
 			for _, s := range c.Streams {
-				if s.Site == "" {
+				k := rowKey{bucket: b, vp: c.VantagePoint, target: c.Target, addr: c.Address, stream: streamName(s.Kind, s.Transport, s.Query)}
+				if s.Site == "" || !inc.dirty[k] || (!flush && inc.written[k] == s.Site) {
 					continue
 				}
+				written[k] = s.Site
 				f.Catchments = append(f.Catchments, store.CatchmentRow{
 					VantagePoint: c.VantagePoint, Target: c.Target, Address: c.Address,
 					Kind: s.Kind, Transport: s.Transport, Query: s.Query,
@@ -279,14 +339,17 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 			}
 		}
 	}
-	// Switches and incidents of the last hours: causes and ends may have
-	// changed with what arrived.
-	recent := newest.Add(-2 * bucket)
+	// Switches: new ones, and those whose cause or TCP mark changed with
+	// what arrived. Incidents: open ones and those that ended lately.
+	savedSwitches := map[switchKey]switchState{}
 	for _, s := range inc.an.Switches() {
-		if !s.At.Before(recent) {
+		k, v := keyOf(s), switchState{s.Cause, s.TCPBroke}
+		if old, ok := inc.switches[k]; !ok || old != v {
+			savedSwitches[k] = v
 			f.Switches = append(f.Switches, switchRows([]catchment.Switch{s})...)
 		}
 	}
+	recent := inc.through.Add(-2 * bucket)
 	for _, in := range inc.an.Incidents() {
 		if in.Open() || !in.End.Before(recent) {
 			f.Incidents = append(f.Incidents, in)
@@ -296,12 +359,27 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	if err != nil {
 		return ss, err
 	}
+	// Saved: only now does the state move on.
 	inc.through = through
-	// Buckets too old for late results are closed.
-	if !newest.IsZero() {
+	for k, site := range written {
+		inc.written[k] = site
+	}
+	maps.Copy(inc.switches, savedSwitches)
+	if flush {
+		inc.lastFlush = time.Now()
+		clear(inc.dirty)
+	}
+	// Buckets too old for late results are closed, right after a flush
+	// saved all their rows.
+	if flush && !newest.IsZero() {
 		for b := range inc.buckets {
 			if b.Before(newest.Truncate(bucket).Add(-(keepBuckets - 1) * bucket)) {
 				delete(inc.buckets, b)
+				for k := range inc.written {
+					if k.bucket == b {
+						delete(inc.written, k)
+					}
+				}
 			}
 		}
 	}

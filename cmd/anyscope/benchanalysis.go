@@ -103,7 +103,7 @@ func (c *BenchAnalysisCmd) Run(ctx context.Context, log *slog.Logger) error {
 	fmt.Fprintf(os.Stderr, "bench analysis: loading %d vantage points × %d targets every %s over %s (+%s for the incremental run)\n",
 		c.VantagePoints, c.Targets, c.Interval, c.Span, c.Interval)
 	loadStart := time.Now()
-	if err := c.declare(ctx, st, dsn, w); err != nil {
+	if err := declareWorld(ctx, st, dsn, w, c.Interval); err != nil {
 		return err
 	}
 	if _, err := st.EnsurePartitions(ctx, start, split.Add(c.Interval)); err != nil {
@@ -195,12 +195,12 @@ func (c *BenchAnalysisCmd) Run(ctx context.Context, log *slog.Logger) error {
 	return nil
 }
 
-// declare registers the world's vantage points (with their locations) and
-// targets (with their sites).
-func (c *BenchAnalysisCmd) declare(ctx context.Context, st *store.Store, dsn string, w *synth.World) error {
+// declareWorld registers a synthetic world's vantage points (with their
+// locations) and targets (with their sites).
+func declareWorld(ctx context.Context, st *store.Store, dsn string, w *synth.World, interval time.Duration) error {
 	var ts []store.Target
 	for _, t := range w.Targets() {
-		ts = append(ts, store.Target{Name: t.Name, Addresses: t.Addresses, Probes: []string{"dns"}, Interval: c.Interval, Sites: t.Sites})
+		ts = append(ts, store.Target{Name: t.Name, Addresses: t.Addresses, Probes: []string{"dns"}, Interval: interval, Sites: t.Sites})
 	}
 	if _, err := st.ApplyTargets(ctx, ts); err != nil {
 		return err
