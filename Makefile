@@ -50,12 +50,15 @@ test: deps vet
 demo: deps build
 	$(BIN) demo
 
-# bench: ingest throughput of the collector against raw COPY, then (as root:
-# it uses the lab) the agent's CPU and RSS against the same agent idling, each
-# measured in one run; each ends with a machine-readable BENCH line.
+# bench: ingest throughput of the collector against raw COPY, full and
+# incremental analysis of a synthetic RIPE Atlas-scale day against reading the
+# same rows, then (as root: it uses the lab) the agent's CPU and RSS against
+# the same agent idling, each measured in one run; each ends with a
+# machine-readable BENCH line.
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./collector/store/ 2>&1 | grep -E '^(Benchmark|ok|FAIL)' || true
 	$(BIN) bench ingest
+	$(BIN) bench analysis
 	@if [ "$$(id -u)" -eq 0 ]; then $(BIN) bench agent; \
 	else echo "bench: skipping the agent benchmark: it runs the agent in the anycast lab (network namespaces) and needs root; run make bench as root"; fi
 
