@@ -27,9 +27,12 @@ import (
 const DefaultRound = 10 * time.Second
 
 // DefaultWithdrawalSpan is the shortest span within which a site's
-// catchment must leave it for a withdrawal when Config.WithdrawalSpan is
-// zero (the span is otherwise three typical probe intervals).
-const DefaultWithdrawalSpan = 60 * time.Second
+// catchment must move to count as withdrawn (and the span when a family's
+// probe interval is unknown): three probe intervals are usually longer, and
+// BGP usually reconverges within them. It is short so that a site withdrawn
+// for half a minute, then restored, is read as such in a lab or with agents
+// probing every few seconds; with RIPE Atlas's 240 s the span is 12 minutes.
+const DefaultWithdrawalSpan = 15 * time.Second
 
 // Bounds on what an Accumulator remembers beyond its streams.
 const (
