@@ -1,6 +1,7 @@
 package analyzer_test
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -227,6 +228,39 @@ func TestSwitchCausesAndIncidents(t *testing.T) {
 			if l.Impossible > 0 {
 				t.Errorf("%+v: impossible RTTs in a world whose RTTs come from distance", l)
 			}
+		}
+	})
+}
+
+func TestMergeAddresses(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	v4, v6 := netip.MustParseAddr("192.0.2.53"), netip.MustParseAddr("2001:db8::53")
+	hole := func(addr netip.Addr, start, end time.Duration, vps ...string) analysis.Incident {
+		in := analysis.Incident{Kind: analysis.IncidentBlackhole, Target: "t", Address: addr, Site: "LHR", Start: t0.Add(start), VantagePoints: vps,
+			Evidence: analysis.Evidence{Failed: map[string]int{"generic_timeout_error": 2}, Healthy: 3}}
+		if end > 0 {
+			in.End = t0.Add(end)
+		}
+		return in
+	}
+	t.Run("same site and vantage points over both families: one incident", func(t *testing.T) {
+		got := analyzer.MergeAddresses([]analysis.Incident{hole(v4, 0, time.Minute, "vp7"), hole(v6, 5*time.Second, 0, "vp7")})
+		if len(got) != 1 || got[0].Address.IsValid() || !got[0].Start.Equal(t0) || !got[0].Open() || got[0].Evidence.Failed["generic_timeout_error"] != 4 {
+			t.Errorf("merged = %+v", got)
+		}
+	})
+	t.Run("other vantage points, other times: apart", func(t *testing.T) {
+		in := []analysis.Incident{hole(v4, 0, time.Minute, "vp7"), hole(v6, 0, time.Minute, "vp6", "vp7"), hole(v6, 2*time.Minute, 3*time.Minute, "vp7")}
+		if got := analyzer.MergeAddresses(in); len(got) != 3 {
+			t.Errorf("merged %d into %d: %+v", len(in), len(got), got)
+		}
+	})
+	t.Run("the input is not modified", func(t *testing.T) {
+		in := []analysis.Incident{hole(v4, 0, time.Minute, "vp7"), hole(v6, 0, time.Minute, "vp7")}
+		analyzer.MergeAddresses(in)
+		if in[0].Evidence.Failed["generic_timeout_error"] != 2 || !in[0].Address.IsValid() {
+			t.Errorf("input changed: %+v", in[0])
 		}
 	})
 }
