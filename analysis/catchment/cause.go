@@ -150,11 +150,19 @@ type verdict struct {
 	fam                *family
 	cohort, moved      int
 	withdrawal, single bool
+	witnessed          bool  // single: others (balancers) reached the site too
 	lastLeft, after    int64 // last departure in the span; how long From stayed unseen after it (checked)
 	restore            bool
 	arrivals           int
 	gap                int64 // how long To had been unseen before a restore
 	returns, sites     int   // the stream's returns to visited sites, sites visited
+	// balancer: the stream alternates among a few sites (per-flow load
+	// balancing); it is no member of any one site's catchment, but still
+	// a witness of whether a site answers.
+	balancer bool
+	// pairBalanced: some stream of the same vantage point and address is
+	// a balancer.
+	pairBalanced bool
 }
 
 // classify decides every switch's cause, FromCatchment, Moved and Evidence
@@ -172,7 +180,8 @@ func (a *Accumulator) classify() {
 
 	// The families and sites switches concern.
 	fams := make(map[famKey]*family)
-	lines := make(map[siteKey]*timeline)
+	lines := make(map[siteKey]*timeline)  // every stream's stays: is the site seen at all?
+	cohort := make(map[siteKey]*timeline) // stays of streams that do not alternate: the site's catchment
 	for i := range a.switches {
 		sw := &a.switches[i]
 		fk := familyOf(sw.stream.key)
@@ -184,7 +193,7 @@ func (a *Accumulator) classify() {
 		v[i].fam = f
 		for _, site := range [2]string{sw.From, sw.To} {
 			if k := (siteKey{fk, site}); lines[k] == nil {
-				lines[k] = &timeline{}
+				lines[k], cohort[k] = &timeline{}, &timeline{}
 			}
 		}
 	}
@@ -221,8 +230,8 @@ func (a *Accumulator) classify() {
 	// Stays of every stream of those families at those sites, and each
 	// stream's alternation.
 	var (
-		visited []string
-		open    []openStay
+		visited       []string
+		open, openAll []openStay
 	)
 	j := 0
 	for _, s := range a.list {
@@ -240,24 +249,51 @@ func (a *Accumulator) classify() {
 		if len(run) > 0 {
 			site = a.switches[run[0]].From
 		}
-		visited, open = append(visited[:0], site), open[:0]
+		// The stream's alternation first: it decides whether its stays
+		// count in the catchments.
+		visited = append(visited[:0], site)
 		returns := 0
 		for _, i := range run {
-			sw := &a.switches[i]
-			open = addStay(open, lines[siteKey{fk, site}], site, start, sw.LastFrom, f.span)
-			start, site = sw.At, sw.To
-			if slices.Contains(visited, site) {
+			if to := a.switches[i].To; slices.Contains(visited, to) {
 				returns++
 			} else {
-				visited = append(visited, site)
+				visited = append(visited, to)
 			}
 		}
-		addStay(open, lines[siteKey{fk, site}], site, start, s.curLast, f.span)
+		balancer := returns >= minReturns && len(visited) <= maxAlternating
 		for _, i := range run {
-			v[i].returns, v[i].sites = returns, len(visited)
+			v[i].returns, v[i].sites, v[i].balancer = returns, len(visited), balancer
+		}
+		openAll, open = openAll[:0], open[:0]
+		for _, i := range run {
+			sw := &a.switches[i]
+			openAll = addStay(openAll, lines[siteKey{fk, site}], site, start, sw.LastFrom, f.span)
+			if !balancer {
+				open = addStay(open, cohort[siteKey{fk, site}], site, start, sw.LastFrom, f.span)
+			}
+			start, site = sw.At, sw.To
+		}
+		addStay(openAll, lines[siteKey{fk, site}], site, start, s.curLast, f.span)
+		if !balancer {
+			addStay(open, cohort[siteKey{fk, site}], site, start, s.curLast, f.span)
 		}
 	}
+	// A vantage point balanced per flow shows it on its frequent streams;
+	// its rare ones (a session is one flow, one observation per
+	// connection) switch too seldom to show it themselves.
+	balancedPairs := map[*pair]bool{}
+	for i := range a.switches {
+		if v[i].balancer {
+			balancedPairs[a.switches[i].stream.pair] = true
+		}
+	}
+	for i := range a.switches {
+		v[i].pairBalanced = balancedPairs[a.switches[i].stream.pair]
+	}
 	for _, tl := range lines {
+		tl.seal()
+	}
+	for _, tl := range cohort {
 		tl.seal()
 	}
 
@@ -265,6 +301,9 @@ func (a *Accumulator) classify() {
 	from := make(map[siteKey][]int)
 	to := make(map[siteKey][]int)
 	for i := range a.switches {
+		if v[i].balancer {
+			continue // its moves say nothing of the site's catchment
+		}
 		sw := &a.switches[i]
 		fk := familyOf(sw.stream.key)
 		from[siteKey{fk, sw.From}] = append(from[siteKey{fk, sw.From}], i)
@@ -273,11 +312,11 @@ func (a *Accumulator) classify() {
 	inWin := make(map[*stream]int)
 	for k, idx := range from {
 		a.sortByTime(idx)
-		a.departures(idx, lines[k], v, inWin)
+		a.departures(idx, cohort[k], lines[k], v, inWin)
 	}
 	for k, idx := range to {
 		a.sortByTime(idx)
-		a.arrivals(idx, lines[k], v, inWin)
+		a.arrivals(idx, cohort[k], lines[k], v, inWin)
 	}
 
 	for i := range a.switches {
@@ -332,8 +371,10 @@ func (a *Accumulator) window(idx []int, span int64, inWin map[*stream]int, fn fu
 }
 
 // departures tests the switches leaving one site of one family for a
-// withdrawal; tl is the site's timeline.
-func (a *Accumulator) departures(idx []int, tl *timeline, v []verdict, inWin map[*stream]int) {
+// withdrawal; tl is the site's catchment (streams that do not alternate) and
+// all every stream's stays there, balancers included: they are witnesses of
+// whether anyone still reaches the site.
+func (a *Accumulator) departures(idx []int, tl, all *timeline, v []verdict, inWin map[*stream]int) {
 	span, end := v[idx[0]].fam.span, v[idx[0]].fam.end
 	a.window(idx, span, inWin, func(k, lo, hi int) {
 		i := idx[k]
@@ -345,30 +386,45 @@ func (a *Accumulator) departures(idx []int, tl *timeline, v []verdict, inWin map
 		case vi.moved >= 2:
 			last := a.switches[idx[hi-1]].At.UnixNano()
 			until := min(last+span, end)
-			vi.withdrawal = vi.moved*withdrawalDen >= vi.cohort*withdrawalNum && !tl.seen(last+1, until)
+			vi.withdrawal = vi.moved*withdrawalDen >= vi.cohort*withdrawalNum && !all.seen(last+1, until)
 			vi.lastLeft, vi.after = last, max(0, until-last)
 		case vi.cohort <= 1:
-			vi.withdrawal = end-at >= span && !tl.seen(at+1, end)
-			vi.single, vi.lastLeft, vi.after = true, at, end-at
+			vi.single, vi.lastLeft = true, at
+			if all.active(sw.LastFrom.UnixNano(), span) >= 2 {
+				// Others reached the site too (balancers): if none of them
+				// does for a span after, the site went, not this path.
+				vi.witnessed = true
+				vi.withdrawal = end-at >= span && !all.seen(at+1, at+span)
+				vi.after = span
+			} else {
+				vi.withdrawal = end-at >= span && !all.seen(at+1, end)
+				vi.after = end - at
+			}
 		}
 	})
 }
 
 // arrivals tests the switches reaching one site of one family for the end
-// of a withdrawal; tl is the site's timeline.
-func (a *Accumulator) arrivals(idx []int, tl *timeline, v []verdict, inWin map[*stream]int) {
+// of a withdrawal: the site unseen by anyone for a span, then most of its
+// former catchment back together (a lone vantage point counts when others,
+// balancers, reach the site again with it).
+func (a *Accumulator) arrivals(idx []int, tl, all *timeline, v []verdict, inWin map[*stream]int) {
 	span := v[idx[0]].fam.span
 	a.window(idx, span, inWin, func(k, lo, hi int) {
 		vi := &v[idx[k]]
 		vi.arrivals = len(inWin)
-		if vi.arrivals < 2 {
-			return
-		}
 		first := a.switches[idx[lo]].At.UnixNano()
-		if tl.seen(first-span, first-1) {
+		if vi.arrivals < 2 && all.active(first+span, span) < 2 {
 			return
 		}
-		prev, ok := tl.lastBefore(first)
+		// Balancers may have reached the site again a little before.
+		if n, _ := slices.BinarySearch(all.starts, first-span); n < len(all.starts) && all.starts[n] < first {
+			first = all.starts[n]
+		}
+		if all.seen(first-span, first-1) {
+			return
+		}
+		prev, ok := all.lastBefore(first)
 		if !ok {
 			return // never seen before: a site appearing, not one returning
 		}
@@ -383,7 +439,7 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 	p := sw.stream.pair
 	span := time.Duration(vi.fam.span)
 	sw.FromCatchment, sw.Moved = vi.cohort, vi.moved
-	alternates := vi.returns >= minReturns && vi.sites <= maxAlternating
+	alternates := vi.returns >= minReturns && vi.sites <= maxAlternating || vi.pairBalanced
 	flowsStay := p.sessions == 0 || p.broken*2 < p.sessions
 	stayed := sw.stay >= minStay || sw.stay >= 1 && !sw.followed
 	switch {
@@ -391,6 +447,10 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 		sw.Cause = analysis.CauseWithdrawal
 		sw.Evidence = fmt.Sprintf("%d vantage points arrived at %s within %s after none had seen it for %s: a withdrawal ended",
 			vi.arrivals, sw.To, span, time.Duration(vi.gap))
+	case vi.withdrawal && vi.single && vi.witnessed:
+		sw.Cause = analysis.CauseWithdrawal
+		sw.Evidence = fmt.Sprintf("the only vantage point that stays at %s left it and none of those balanced onto it reached %s in the %s after",
+			sw.From, sw.From, time.Duration(vi.after))
 	case vi.withdrawal && vi.single:
 		sw.Cause = analysis.CauseWithdrawal
 		sw.Evidence = fmt.Sprintf("the only vantage point at %s left it and none saw %s again in the %s of data left "+
@@ -405,6 +465,11 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 			vi.moved, vi.cohort, sw.From, span, sw.From, after)
 	case alternates && flowsStay:
 		sw.Cause = analysis.CauseLoadBalancing
+		if !vi.balancer && vi.returns < minReturns {
+			sw.Evidence = fmt.Sprintf("this vantage point's other streams to %s alternate among sites (per-flow load balancing); %d of %d sessions broke",
+				sw.stream.key.Address, p.broken, p.sessions)
+			break
+		}
 		if p.sessions == 0 {
 			sw.Evidence = fmt.Sprintf("alternates among %d sites (%d returns); no session shows whether single flows stay put",
 				vi.sites, vi.returns)

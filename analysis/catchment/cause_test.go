@@ -162,7 +162,10 @@ func TestCauses(t *testing.T) {
 		), []string{
 			"vp-1 HEL>AMS +1m0s load_balancing", "vp-1 AMS>HEL +2m0s load_balancing", "vp-1 HEL>AMS +3m0s load_balancing",
 			"vp-1 AMS>HEL +4m0s load_balancing", "vp-1 HEL>AMS +5m0s load_balancing", "vp-1 AMS>HEL +6m0s load_balancing",
-			"vp-1 HEL>AMS +7m0s withdrawal", "vp-1 AMS>HEL +8m0s load_balancing", "vp-1 HEL>AMS +9m0s withdrawal",
+			// A flapper is no member of either site's catchment: its moves
+			// are load balancing even when HEL goes; it witnesses that
+			// HEL went, which lets vp-2, alone at HEL, read as withdrawn.
+			"vp-1 HEL>AMS +7m0s load_balancing", "vp-1 AMS>HEL +8m0s load_balancing", "vp-1 HEL>AMS +9m0s load_balancing",
 			"vp-2 HEL>AMS +10m0s withdrawal",
 		}},
 		{"routing", joined(

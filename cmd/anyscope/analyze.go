@@ -166,6 +166,7 @@ type incremental struct {
 	written   map[rowKey]string         // catchment rows saved, with their site
 	dirty     map[rowKey]bool           // rows touched since the last flush
 	switches  map[switchKey]switchState // switches saved, with their verdict
+	incidents map[string]bool           // keys of the incidents saved since the last rebuild
 	lastFlush time.Time
 }
 
@@ -240,6 +241,7 @@ func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error
 	}
 	inc.an, inc.buckets, inc.born = an, map[time.Time]*catchment.Accumulator{}, time.Now()
 	inc.written, inc.dirty, inc.switches = map[rowKey]string{}, map[rowKey]bool{}, map[switchKey]switchState{}
+	inc.incidents = map[string]bool{}
 	inc.lastFlush = time.Now()
 	if inc.through.IsZero() {
 		return nil
@@ -350,9 +352,16 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 		}
 	}
 	recent := inc.through.Add(-2 * bucket)
+	known := map[string]bool{}
 	for _, in := range inc.an.Incidents() {
+		known[store.IncidentKey(in)] = true
 		if in.Open() || !in.End.Before(recent) {
 			f.Incidents = append(f.Incidents, in)
+		}
+	}
+	for k := range inc.incidents {
+		if !known[k] {
+			f.DeleteIncidents = append(f.DeleteIncidents, k)
 		}
 	}
 	saved, err := inc.st.SaveFindings(ctx, f)
@@ -365,6 +374,12 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 		inc.written[k] = site
 	}
 	maps.Copy(inc.switches, savedSwitches)
+	for _, k := range f.DeleteIncidents {
+		delete(inc.incidents, k)
+	}
+	for _, in := range f.Incidents {
+		inc.incidents[store.IncidentKey(in)] = true
+	}
 	if flush {
 		inc.lastFlush = time.Now()
 		clear(inc.dirty)

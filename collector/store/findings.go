@@ -28,6 +28,10 @@ type Findings struct {
 	Catchments []CatchmentRow
 	Switches   []SwitchRow
 	Incidents  []analysis.Incident
+	// DeleteIncidents are keys (IncidentKey) of incidents stored earlier
+	// that analysis no longer finds: an incident whose start moved as late
+	// results arrived, or that merged into another.
+	DeleteIncidents []string
 	// Analyzer and ReceivedThrough, when both set, record in the same
 	// transaction how far the named incremental analyzer has read.
 	Analyzer        string
@@ -163,6 +167,11 @@ func (s *Store) SaveFindings(ctx context.Context, f Findings) (SaveStats, error)
 		st.Switches = len(rows)
 	}
 
+	if len(f.DeleteIncidents) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM incidents WHERE key = ANY($1)`, f.DeleteIncidents); err != nil {
+			return st, s.translate(op, err)
+		}
+	}
 	for _, in := range f.Incidents {
 		var tid *int64
 		if in.Target != "" {
