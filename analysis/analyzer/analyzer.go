@@ -26,6 +26,8 @@ import (
 	"github.com/anyscope/anyscope/analysis/geo"
 	"github.com/anyscope/anyscope/analysis/identity"
 	"github.com/anyscope/anyscope/analysis/incident"
+	"github.com/anyscope/anyscope/analysis/inference"
+	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
 // ErrInvalid is wrapped when a Config or target makes no sense.
@@ -52,6 +54,9 @@ type Analyzer struct {
 	vps       map[string]analysis.VantagePoint
 	latency   map[latencyKey]*Latency
 	window    catchment.Window
+	// For targets that answer no identity: traceroute path ends and RTTs.
+	traces *inference.Traces
+	rtts   *inference.Latency
 }
 
 type cacheKey struct{ target, s string }
@@ -96,6 +101,8 @@ func New(targets []analysis.Target, vps []analysis.VantagePoint, cfg Config) (*A
 		vps:       make(map[string]analysis.VantagePoint, len(vps)),
 		latency:   make(map[latencyKey]*Latency),
 		window:    cfg.Window,
+		traces:    &inference.Traces{},
+		rtts:      &inference.Latency{},
 	}
 	for _, vp := range vps {
 		a.vps[vp.Name] = vp
@@ -112,8 +119,24 @@ func (a *Analyzer) Add(o analysis.Observation) {
 		site = a.site(o.Target, o.Identity)
 	}
 	a.det.Add(o, site)
-	if site != "" && o.RTT > 0 && a.window.Contains(o.At) {
+	if !a.window.Contains(o.At) {
+		return
+	}
+	if site != "" && o.RTT > 0 {
 		a.checkLatency(o, site)
+	}
+	// What stands in for identity where a target gives none: where its
+	// traceroutes end, and its RTTs (pings, and answers naming no site).
+	if o.Failure != "" {
+		return
+	}
+	switch {
+	case o.Kind == api.KindTrace && len(o.PathEnd) > 0:
+		a.traces.AddTrace(o.VantagePoint, o.Target, o.Address, o.At, o.PathEnd)
+	case o.RTT > 0 && (o.Kind == api.KindPing || site == "" && o.Kind != api.KindTrace):
+		if vp, ok := a.vps[o.VantagePoint]; ok && vp.HasCoords {
+			a.rtts.AddRTT(vp, o.Target, o.Address, o.RTT)
+		}
 	}
 }
 
@@ -211,7 +234,11 @@ type Findings struct {
 	// Inflation lists vantage points served by a site much farther than
 	// the target's nearest site.
 	Inflation []Inflation
-	Stats     catchment.Stats
+	// Inferred are the catchments of (vantage point, target, address)
+	// pairs no identity resolved, from where their traceroutes end ("via
+	// <router>") or, failing that, from RTTs alone (iGreedy: "~<IATA>").
+	Inferred []inference.Assignment
+	Stats    catchment.Stats
 }
 
 // Findings returns what the observations fed so far show.
@@ -240,7 +267,34 @@ func (a *Analyzer) Findings() Findings {
 		return cmp.Or(cmp.Compare(x.Target, y.Target), cmp.Compare(x.VantagePoint, y.VantagePoint), cmp.Compare(x.Site, y.Site))
 	})
 	f.Inflation = a.inflation(f.Assignments)
+	f.Inferred = a.inferred(f.Catchments)
 	return f
+}
+
+// inferred returns the inferred catchments of pairs without a resolved
+// site.
+func (a *Analyzer) inferred(cs []catchment.Catchment) []inference.Assignment {
+	res, err := inference.Infer(a.traces, a.rtts)
+	if err != nil {
+		return nil // only invalid options fail, and these are the defaults
+	}
+	type key struct {
+		vp, target string
+		addr       netip.Addr
+	}
+	named := make(map[key]bool, len(cs))
+	for _, c := range cs {
+		if c.Site != "" {
+			named[key{c.VantagePoint, c.Target, c.Address}] = true
+		}
+	}
+	var out []inference.Assignment
+	for _, x := range res.Assignments {
+		if x.Cluster != "" && !named[key{x.VantagePoint, x.Target, x.Address}] {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // Run reads targets, vantage points (when src knows them) and the

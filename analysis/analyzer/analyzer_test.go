@@ -1,6 +1,7 @@
 package analyzer_test
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/anyscope/anyscope/analysis/analyzer"
 	"github.com/anyscope/anyscope/analysis/catchment"
 	"github.com/anyscope/anyscope/analysis/synth"
+	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
 // world is a small synthetic world in which everything the analyzer must
@@ -263,4 +265,36 @@ func TestMergeAddresses(t *testing.T) {
 			t.Errorf("input changed: %+v", in[0])
 		}
 	})
+}
+
+// A target whose servers name no site: its catchment comes from where the
+// vantage points' Paris traceroutes end.
+func TestInferredFromTraces(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	dst := netip.MustParseAddr("192.0.2.80")
+	a, err := analyzer.New([]analysis.Target{{Name: "quiet", Addresses: []netip.Addr{dst}}}, nil, analyzer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Last hop, and the hop before it (two sites' upstreams).
+	upstream := map[string][2]string{"vp1": {"203.0.113.1", "198.51.100.1"}, "vp2": {"203.0.113.1", "198.51.100.1"}, "vp3": {"203.0.113.9", "198.51.100.9"}}
+	for i := range 5 {
+		for vp, hop := range upstream {
+			at := t0.Add(time.Duration(i) * time.Minute)
+			a.Add(analysis.Observation{VantagePoint: vp, Target: "quiet", Address: dst, Kind: api.KindDNS, Transport: api.TransportUDP,
+				Query: api.QueryHostnameBind, At: at, RTT: time.Millisecond, Failure: api.FailureTimeout})
+			a.Add(analysis.Observation{VantagePoint: vp, Target: "quiet", Address: dst, Kind: api.KindTrace, Transport: api.TransportUDP,
+				Query: api.QueryParis, At: at, RTT: time.Millisecond, PathEnd: []netip.Addr{netip.MustParseAddr(hop[0]), netip.MustParseAddr(hop[1])}})
+		}
+	}
+	f := a.Findings()
+	got := map[string]string{}
+	for _, x := range f.Inferred {
+		got[x.VantagePoint] = x.Cluster + " " + string(x.Method)
+	}
+	want := map[string]string{"vp1": "via 198.51.100.1 traceroute", "vp2": "via 198.51.100.1 traceroute", "vp3": "via 198.51.100.9 traceroute"}
+	if !maps.Equal(got, want) {
+		t.Errorf("inferred %v, want %v", got, want)
+	}
 }

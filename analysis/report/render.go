@@ -113,7 +113,11 @@ func (m *mdWriter) target(t *Target) {
 	} else {
 		m.table([]string{"Vantage point", "Address", "Site", "Observations", "Confidence", "Per transport and query", "Other sites", "Unresolved", "Failures"}, "...rr..rr")
 		for _, c := range t.Catchment {
-			m.row(esc(c.VantagePoint), c.Address.String(), site(c.Site), strconv.Itoa(c.Observations),
+			siteCell := site(c.Site)
+			if c.Method != "" {
+				siteCell += " (inferred from " + esc(c.Method) + ")"
+			}
+			m.row(esc(c.VantagePoint), c.Address.String(), siteCell, strconv.Itoa(c.Observations),
 				percent(c.Confidence), streams(c.Transports), others(c), strconv.Itoa(c.Unresolved), strconv.Itoa(c.Failures))
 		}
 	}

@@ -153,6 +153,10 @@ type Catchment struct {
 	Unresolved    int         `json:"unresolved,omitempty"`
 	Failures      int         `json:"failures,omitempty"`
 	Disagreements int         `json:"disagreements,omitempty"`
+	// Method is empty when identities named the site, else how the site
+	// (then a cluster label) was inferred: "traceroute" ("via <router>")
+	// or "latency" ("~<IATA>").
+	Method string `json:"method,omitempty"`
 }
 
 // SiteCount is how many observations named a site.
@@ -345,6 +349,22 @@ func assemble(f analyzer.Findings, declared map[string]analysis.Target, generate
 			})
 		}
 		t.Catchment = append(t.Catchment, rc)
+	}
+	for _, x := range f.Inferred {
+		t := get(x.Target)
+		rc := Catchment{VantagePoint: x.VantagePoint, Address: x.Address, Site: x.Cluster, Observations: x.Observations,
+			Confidence: round(x.Confidence), Method: string(x.Method)}
+		if i := slices.IndexFunc(t.Catchment, func(c Catchment) bool { return c.VantagePoint == x.VantagePoint && c.Address == x.Address }); i >= 0 {
+			rc.Failures, rc.Unresolved = t.Catchment[i].Failures, t.Catchment[i].Unresolved
+			t.Catchment[i] = rc
+		} else {
+			t.Catchment = append(t.Catchment, rc)
+		}
+	}
+	for _, t := range targets {
+		slices.SortFunc(t.Catchment, func(x, y Catchment) int {
+			return cmp.Or(cmp.Compare(x.VantagePoint, y.VantagePoint), x.Address.Compare(y.Address))
+		})
 	}
 	for _, s := range f.Switches {
 		t := get(s.Target)
