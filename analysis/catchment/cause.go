@@ -136,6 +136,13 @@ func (tl *timeline) active(t, span int64) int {
 	return started - gone
 }
 
+// startsIn counts the stays that started in [from, to].
+func (tl *timeline) startsIn(from, to int64) int {
+	lo, _ := slices.BinarySearch(tl.starts, from)
+	hi, _ := slices.BinarySearch(tl.starts, to+1)
+	return hi - lo
+}
+
 // lastBefore returns the last time before t the site was seen.
 func (tl *timeline) lastBefore(t int64) (int64, bool) {
 	n, _ := slices.BinarySearch(tl.ends, t)
@@ -414,8 +421,8 @@ func (a *Accumulator) arrivals(idx []int, tl, all *timeline, v []verdict, inWin 
 		vi := &v[idx[k]]
 		vi.arrivals = len(inWin)
 		first := a.switches[idx[lo]].At.UnixNano()
-		if vi.arrivals < 2 && all.active(first+span, span) < 2 {
-			return
+		if vi.arrivals < 2 && all.startsIn(first-span, first+span) < 2 {
+			return // alone, and no balancer came back with it
 		}
 		// Balancers may have reached the site again a little before.
 		if n, _ := slices.BinarySearch(all.starts, first-span); n < len(all.starts) && all.starts[n] < first {

@@ -16,6 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/anyscope/anyscope/analysis"
+	"github.com/anyscope/anyscope/analysis/analyzer"
+	"github.com/anyscope/anyscope/analysis/catchment"
 	"github.com/anyscope/anyscope/analysis/report"
 	"github.com/anyscope/anyscope/collector/pgcluster"
 	"github.com/anyscope/anyscope/collector/store"
@@ -31,9 +34,10 @@ import (
 // truth (read from the routers, not from DNS) and prints the report.
 type DemoCmd struct {
 	Baseline  time.Duration `help:"How long the agents measure before the scenario." default:"25s"`
-	After     time.Duration `help:"How long they measure after it." default:"25s"`
+	After     time.Duration `help:"How long they measure after each change of the scenario." default:"30s"`
 	Withdraw  string        `help:"Site the scenario withdraws (BGP: its vantage points move elsewhere)." default:"ams"`
 	Blackhole string        `help:"Site the scenario black-holes (BGP stays up, its service drops everything)." default:"lhr"`
+	BreakVP   string        `name:"break-vp" help:"Vantage point whose uplink the scenario breaks." default:"vp3"`
 	Format    string        `help:"Report format: md or json." default:"md" enum:"md,json"`
 	Keep      bool          `help:"Keep the demo directory (database, spools, logs) and print its path; the lab is always taken down."`
 	Listen    string        `help:"Collector address on the management network." default:"203.0.113.1:8740"`
@@ -133,48 +137,78 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	if err := sleepCtx(ctx, c.Baseline); err != nil {
-		return err
-	}
-
-	scenarioAt := time.Now()
-	step("scenario: withdraw %s (BGP), black-hole %s (announced, service dead)", c.Withdraw, c.Blackhole)
-	if err := l.Run(ctx, lab.Step{Do: "withdraw", Target: c.Withdraw}, lab.Step{Do: "blackhole", Target: c.Blackhole}); err != nil {
-		return err
-	}
-	if err := sleepCtx(ctx, 3*time.Second); err != nil {
-		return err
-	}
-	truthAfter, err := l.Truth(ctx)
+	step("starting the incremental analyzer (anyscope analyze --every 5s)")
+	stopAnalyzer, err := startAnalyzer(ctx, self, dir, dsn)
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, c.After); err != nil {
+	defer stopAnalyzer()
+
+	// The scenario, phase by phase; each phase's ground truth is read from
+	// the routers once BGP has settled.
+	var ph phases
+	ph.start = time.Now()
+	if err := sleepCtx(ctx, c.Baseline); err != nil {
+		return err
+	}
+	ph.base = truthBefore
+	run := func(what string, s lab.Step, wait time.Duration) (time.Time, *lab.Truth, error) {
+		at := time.Now()
+		step("scenario: %s", what)
+		if err := l.Run(ctx, s); err != nil {
+			return at, nil, err
+		}
+		if err := sleepCtx(ctx, 3*time.Second); err != nil {
+			return at, nil, err
+		}
+		tr, err := l.Truth(ctx)
+		if err != nil {
+			return at, nil, err
+		}
+		return at, tr, sleepCtx(ctx, wait)
+	}
+	if ph.withdraw, ph.withdrawn, err = run(fmt.Sprintf("withdraw %s (BGP: its vantage points move elsewhere)", c.Withdraw), lab.Step{Do: "withdraw", Target: c.Withdraw}, c.After); err != nil {
+		return err
+	}
+	if ph.restore, _, err = run(fmt.Sprintf("restore %s", c.Withdraw), lab.Step{Do: "restore", Target: c.Withdraw}, c.After); err != nil {
+		return err
+	}
+	if ph.blackhole, ph.holed, err = run(fmt.Sprintf("black-hole %s (still announced, its service drops everything)", c.Blackhole), lab.Step{Do: "blackhole", Target: c.Blackhole}, c.After); err != nil {
+		return err
+	}
+	if ph.unhole, _, err = run(fmt.Sprintf("restore %s", c.Blackhole), lab.Step{Do: "restore", Target: c.Blackhole}, c.After); err != nil {
+		return err
+	}
+	if ph.breakVP, _, err = run(fmt.Sprintf("break %s's uplink (its own network fails)", c.BreakVP), lab.Step{Do: "break-vp", Target: c.BreakVP}, c.After); err != nil {
+		return err
+	}
+	if ph.fixVP, _, err = run(fmt.Sprintf("fix %s's uplink", c.BreakVP), lab.Step{Do: "fix-vp", Target: c.BreakVP}, 10*time.Second); err != nil {
 		return err
 	}
 	step("stopping the agents (each ships what it still holds)")
 	if err := agents.stop(); err != nil {
 		return err
 	}
-	end := time.Now()
+	ph.end = time.Now()
+	// The incremental analyzer's last step picks up what the agents
+	// shipped on their way out.
+	if err := sleepCtx(ctx, 7*time.Second); err != nil {
+		return err
+	}
+	stopAnalyzer()
 
 	fmt.Fprintln(os.Stderr)
-	printTruth(os.Stderr, "Ground truth before the scenario (from the routers' forwarding tables)", truthBefore)
-	printTruth(os.Stderr, "Ground truth after it", truthAfter)
-	before, err := report.Build(ctx, st, report.Options{Since: start.Add(-time.Minute), Until: scenarioAt})
+	printTruth(os.Stderr, "Ground truth before the scenario (from the routers' forwarding tables)", ph.base)
+	printTruth(os.Stderr, fmt.Sprintf("Ground truth with %s withdrawn", c.Withdraw), ph.withdrawn)
+	printTruth(os.Stderr, fmt.Sprintf("Ground truth with %s black-holed", c.Blackhole), ph.holed)
+	problems, err := c.check(ctx, st, &ph)
 	if err != nil {
 		return err
 	}
-	matched, total, mismatches := compareCatchment(before, truthBefore)
-	fmt.Fprintf(os.Stderr, "Catchment measured before the scenario equals lab truth for %d of %d (vantage point, address) pairs.\n", matched, total)
-	for _, m := range mismatches {
-		fmt.Fprintln(os.Stderr, "  mismatch:", m)
-	}
 	fmt.Fprintln(os.Stderr)
 
-	step("report for the whole run (anyscope report --since %s --until %s)", start.Add(-time.Minute).UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339))
-	r, err := report.Build(ctx, st, report.Options{Since: start.Add(-time.Minute), Until: end})
+	step("report for the whole run (anyscope report --since %s --until %s)", ph.start.Add(-time.Minute).UTC().Format(time.RFC3339), ph.end.UTC().Format(time.RFC3339))
+	r, err := report.Build(ctx, st, report.Options{Since: ph.start.Add(-time.Minute), Until: ph.end})
 	if err != nil {
 		return err
 	}
@@ -186,10 +220,200 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	if matched != total {
-		return fmt.Errorf("the measured catchment disagrees with the lab's ground truth for %d pairs", total-matched)
+	if len(problems) > 0 {
+		return fmt.Errorf("%d checks against the lab's ground truth failed:\n  %s", len(problems), strings.Join(problems, "\n  "))
 	}
 	return nil
+}
+
+// phases are the times and ground truths of the demo's scenario.
+type phases struct {
+	start, withdraw, restore, blackhole, unhole, breakVP, fixVP, end time.Time
+	base, withdrawn, holed                                           *lab.Truth
+}
+
+// settle is how long after a change the demo leaves routing and the agents
+// before judging a catchment.
+const settle = 5 * time.Second
+
+// check compares what analysis found with what the lab did, prints each
+// verdict, and returns the failed ones.
+func (c *DemoCmd) check(ctx context.Context, st *store.Store, ph *phases) ([]string, error) {
+	var problems []string
+	verdict := func(ok bool, format string, args ...any) {
+		mark := "ok  "
+		if !ok {
+			mark = "FAIL"
+			problems = append(problems, fmt.Sprintf(format, args...))
+		}
+		fmt.Fprintf(os.Stderr, "  %s "+format+"\n", append([]any{mark}, args...)...)
+	}
+	analyse := func(since, until time.Time) (analyzer.Findings, error) {
+		return analyzer.Run(ctx, st, "", analyzer.Config{Window: catchment.Window{Since: since, Until: until}})
+	}
+	fmt.Fprintln(os.Stderr, "Checks against the lab's ground truth:")
+
+	// Catchments, before and after each scenario.
+	for _, w := range []struct {
+		name         string
+		since, until time.Time
+		truth        *lab.Truth
+	}{
+		{"before the scenario", ph.start, ph.withdraw, ph.base},
+		{fmt.Sprintf("with %s withdrawn", c.Withdraw), ph.withdraw.Add(settle), ph.restore, ph.withdrawn},
+		{fmt.Sprintf("after %s is restored", c.Withdraw), ph.restore.Add(settle), ph.blackhole, ph.base},
+		{fmt.Sprintf("after %s is restored", c.Blackhole), ph.unhole.Add(settle), ph.breakVP, ph.base},
+	} {
+		f, err := analyse(w.since, w.until)
+		if err != nil {
+			return nil, err
+		}
+		matched, total, mismatches := compareCatchment(f.Catchments, w.truth)
+		verdict(matched == total && total > 0, "catchment %s equals lab truth for %d of %d (vantage point, address) pairs %s", w.name, matched, total, strings.Join(mismatches, "; "))
+	}
+
+	all, err := analyse(ph.start, ph.end)
+	if err != nil {
+		return nil, err
+	}
+	site := func(s string) string { return strings.ToUpper(s) }
+	during := func(in analysis.Incident, from, to time.Time) bool {
+		return in.Start.Before(to) && (in.Open() || !in.End.Before(from))
+	}
+
+	// Withdrawal: the switches of the vantage points it served alone are
+	// caused by it; those that r2 balances per flow between two sites
+	// (ECMP) alternate: load balancing, or the withdrawal when the site
+	// they alternate with goes.
+	single, balanced := map[string]bool{}, map[string]bool{}
+	for _, e := range ph.base.VantagePoints {
+		switch {
+		case len(e.Sites) > 1:
+			balanced[e.VantagePoint] = true
+		case len(e.Sites) == 1 && strings.EqualFold(e.Sites[0], c.Withdraw):
+			single[e.VantagePoint] = true
+		}
+	}
+	var away, wrong, lb, lbWrong []string
+	for _, s := range all.Switches {
+		if balanced[s.VantagePoint] {
+			if s.Cause == analysis.CauseLoadBalancing {
+				lb = append(lb, s.VantagePoint)
+			} else if s.Cause != analysis.CauseWithdrawal {
+				lbWrong = append(lbWrong, fmt.Sprintf("%s %s→%s %s", s.VantagePoint, s.From, s.To, s.Cause))
+			}
+			continue
+		}
+		if !single[s.VantagePoint] || s.At.Before(ph.withdraw) || !s.At.Before(ph.blackhole) {
+			continue
+		}
+		if s.From == site(c.Withdraw) {
+			away = append(away, s.VantagePoint)
+		}
+		if s.Cause != analysis.CauseWithdrawal {
+			wrong = append(wrong, fmt.Sprintf("%s %s→%s %s (%s)", s.VantagePoint, s.From, s.To, s.Cause, s.Evidence))
+		}
+	}
+	verdict(len(away) > 0 && len(wrong) == 0, "withdrawing %s: %d switches of the vantage points it served alone, all with cause withdrawal (away and back) %s", c.Withdraw, len(away), strings.Join(wrong, ", "))
+	verdict(len(balanced) == 0 || (len(lb) > 0 && len(lbWrong) == 0), "vantage points balanced per flow (ECMP): %d switches with cause load_balancing, none routing or unknown %s", len(lb), strings.Join(lbWrong, ", "))
+	var stray []string
+	for _, in := range all.Incidents {
+		if during(in, ph.withdraw, ph.blackhole) {
+			stray = append(stray, fmt.Sprintf("%s %s %v", in.Kind, in.Site, in.VantagePoints))
+		}
+	}
+	verdict(len(stray) == 0, "withdrawing and restoring %s opened no incident %s", c.Withdraw, strings.Join(stray, ", "))
+
+	// Black hole: one incident, the right site, exactly its vantage
+	// points, found within three probe intervals, ended by the restore.
+	var wantVPs []string
+	for _, e := range ph.holed.VantagePoints {
+		if e.Blackholed && !slices.Contains(wantVPs, e.VantagePoint) {
+			wantVPs = append(wantVPs, e.VantagePoint)
+		}
+	}
+	slices.Sort(wantVPs)
+	var holes []analysis.Incident
+	for _, in := range all.Incidents {
+		if during(in, ph.blackhole, ph.breakVP) {
+			holes = append(holes, in)
+		}
+	}
+	ok := len(holes) == 1 && holes[0].Kind == analysis.IncidentBlackhole && holes[0].Site == site(c.Blackhole) && slices.Equal(holes[0].VantagePoints, wantVPs)
+	desc := make([]string, len(holes))
+	for i, in := range holes {
+		desc[i] = fmt.Sprintf("%s %s %v %s–%s", in.Kind, in.Site, in.VantagePoints, in.Start.Format("15:04:05"), in.End.Format("15:04:05"))
+	}
+	verdict(ok, "black-holing %s: one blackhole incident of %s with exactly %v; found %s", c.Blackhole, site(c.Blackhole), wantVPs, strings.Join(desc, ", "))
+	if ok {
+		in := holes[0]
+		// An answer is dated when its probe was sent, up to the agents'
+		// 1 s timeout before it arrived.
+		verdict(!in.Open() && !in.End.Before(ph.unhole.Add(-2*time.Second)) && in.End.Before(ph.unhole.Add(3*demoInterval+settle)),
+			"the black hole ends when %s is restored (restored %s, incident ends %s)", c.Blackhole, ph.unhole.Format("15:04:05"), in.End.Format("15:04:05"))
+	}
+	early, err := analyse(ph.start, ph.blackhole.Add(3*demoInterval))
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for _, in := range early.Incidents {
+		found = found || (in.Kind == analysis.IncidentBlackhole && in.Site == site(c.Blackhole) && !in.Start.Before(ph.blackhole))
+	}
+	verdict(found, "the black hole is found in the results of its first three probe intervals (%s)", 3*demoInterval)
+
+	// A broken uplink: a vantage_point incident, no site incident.
+	var vpInc, siteInc []string
+	for _, in := range all.Incidents {
+		if !during(in, ph.breakVP, ph.end) {
+			continue
+		}
+		if in.Kind == analysis.IncidentVantagePoint && slices.Equal(in.VantagePoints, []string{c.BreakVP}) {
+			vpInc = append(vpInc, in.Start.Format("15:04:05"))
+		} else {
+			siteInc = append(siteInc, fmt.Sprintf("%s %s %v", in.Kind, in.Site, in.VantagePoints))
+		}
+	}
+	verdict(len(vpInc) == 1 && len(siteInc) == 0, "breaking %s's uplink: one vantage_point incident (%s), no site incident %s", c.BreakVP, strings.Join(vpInc, ", "), strings.Join(siteInc, ", "))
+
+	// The incremental analyzer kept the same incidents in the database.
+	stored, err := st.StoredIncidents(ctx, "", ph.start, ph.end.Add(time.Minute))
+	if err != nil {
+		return nil, err
+	}
+	kinds := map[analysis.IncidentKind][]string{}
+	for _, in := range stored {
+		kinds[in.Kind] = append(kinds[in.Kind], in.Site+fmt.Sprint(in.VantagePoints))
+	}
+	verdict(len(kinds[analysis.IncidentBlackhole]) == 1 && len(kinds[analysis.IncidentVantagePoint]) == 1 && len(kinds[analysis.IncidentOutage]) == 0,
+		"anyscope analyze --every stored the black hole and the vantage-point incident: %v", kinds)
+	return problems, nil
+}
+
+// demoInterval is the probe interval of demoTargets.
+const demoInterval = 5 * time.Second
+
+// startAnalyzer runs `anyscope analyze --every 5s` against dsn, logging to
+// dir/analyze.log. stop interrupts it and waits (it may be called twice).
+func startAnalyzer(ctx context.Context, self, dir, dsn string) (stop func(), err error) {
+	logf, err := os.Create(filepath.Join(dir, "analyze.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, self, "analyze", "--db", dsn, "--every", "5s", "--settle", "2s", "--name", "demo")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+			logf.Close()
+		})
+	}, nil
 }
 
 // labAgents are agent processes running inside the lab's vantage points.
@@ -288,17 +512,16 @@ func (a *labAgents) stop() error {
 	return errors.Join(a.errs...)
 }
 
-// compareCatchment checks, for every (vantage point, address) of the truth,
-// that the report's catchment names one of the sites routing leads to.
-func compareCatchment(r *report.Report, truth *lab.Truth) (matched, total int, mismatches []string) {
+// compareCatchment checks, for every (vantage point, address) of the truth
+// that reaches a site, that the measured catchment names one of the sites
+// routing leads to.
+func compareCatchment(cs []catchment.Catchment, truth *lab.Truth) (matched, total int, mismatches []string) {
 	got := map[string]string{}
-	for _, t := range r.Targets {
-		for _, c := range t.Catchment {
-			got[c.VantagePoint+" "+c.Address.String()] = c.Site
-		}
+	for _, c := range cs {
+		got[c.VantagePoint+" "+c.Address.String()] = c.Site
 	}
 	for _, e := range truth.VantagePoints {
-		if len(e.Sites) == 0 {
+		if len(e.Sites) == 0 || e.Blackholed {
 			continue
 		}
 		total++

@@ -11,16 +11,16 @@ import (
 )
 
 // The demo runs every real process against the anycast lab: BGP in
-// namespaces, a private PostgreSQL, the collector on the management network
-// and an agent inside each of the 8 vantage points. It exits non-zero unless
-// the catchment measured before the scenario equals the lab's ground truth
-// for every (vantage point, address); its report then shows the withdrawn
-// site's vantage points moving and the black-holed site's failing.
+// namespaces, a private PostgreSQL, the collector on the management network,
+// the incremental analyzer and an agent inside each of the 8 vantage points,
+// through a withdrawal, a black hole and a broken uplink. It exits non-zero
+// unless every check of analysis against the lab's ground truth passes
+// (catchments, switch causes, incidents); its report shows the same.
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the demo builds network namespaces and needs root (CI runs as root)")
 	}
-	cmd := exec.Command(binary, "demo", "--format", "json", "--baseline", "15s", "--after", "15s",
+	cmd := exec.Command(binary, "demo", "--format", "json", "--baseline", "15s",
 		"--prefix", "dt-", "--state-dir", t.TempDir()+"/lab", "--listen", "203.0.113.1:18740")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -45,7 +45,14 @@ func TestDemo(t *testing.T) {
 				VantagePoint string `json:"vantage_point"`
 				From         string `json:"from"`
 				To           string `json:"to"`
+				Cause        string `json:"cause"`
 			} `json:"switches"`
+			Incidents []struct {
+				Kind          string   `json:"kind"`
+				Site          string   `json:"site"`
+				VantagePoints []string `json:"vantage_points"`
+				End           *string  `json:"end"`
+			} `json:"incidents"`
 		} `json:"targets"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
@@ -58,12 +65,23 @@ func TestDemo(t *testing.T) {
 	// vp1 sits behind ams's router: ams is withdrawn, so it moves to FRA.
 	moved := false
 	for _, s := range tg.Switches {
-		if s.VantagePoint == "vp1" && s.From == "AMS" && s.To == "FRA" {
+		if s.VantagePoint == "vp1" && s.From == "AMS" && s.To == "FRA" && s.Cause == "withdrawal" {
 			moved = true
 		}
 	}
 	if !moved {
-		t.Errorf("no AMS→FRA switch for vp1 after ams was withdrawn: %+v", tg.Switches)
+		t.Errorf("no AMS→FRA switch with cause withdrawal for vp1 after ams was withdrawn: %+v", tg.Switches)
+	}
+	// lhr's black hole and vp3's broken uplink, each once, both ended.
+	var incidents []string
+	for _, in := range tg.Incidents {
+		if in.End == nil {
+			t.Errorf("incident still open at the end: %+v", in)
+		}
+		incidents = append(incidents, in.Kind+" "+in.Site+" "+strings.Join(in.VantagePoints, ","))
+	}
+	if want := []string{"blackhole LHR vp7", "vantage_point  vp3"}; strings.Join(incidents, "|") != strings.Join(want, "|") {
+		t.Errorf("incidents %q, want %q", incidents, want)
 	}
 	// vp7's site lhr is black-holed: it keeps its site and accumulates
 	// failures; vp4 stays with the local node sin.
