@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"time"
 
@@ -30,6 +31,7 @@ type AnalyzeCmd struct {
 	Warmup     time.Duration `help:"Incremental: on start, replay this much already analysed history so switches and incidents continue where they were." default:"1h"`
 	Settle     time.Duration `help:"Incremental: leave results received in the last this long for the next run (an ingest transaction still open may commit them with an earlier receive time)." default:"10s"`
 	CPUProfile string        `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the analysis to this file."`
+	MemProfile string        `name:"memprofile" hidden:"" help:"Write a heap profile taken after the analysis to this file."`
 	MaxLate    time.Duration `name:"max-late" help:"Incremental: ignore results measured this long before the previous run (imports of old data are analysed with a one-shot run over their window)." default:"48h"`
 }
 
@@ -103,11 +105,26 @@ func (c *AnalyzeCmd) Run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	analysed := time.Since(start)
+	if c.MemProfile != "" {
+		pf, err := os.Create(c.MemProfile)
+		if err != nil {
+			return err
+		}
+		runtime.GC()
+		if err := pprof.WriteHeapProfile(pf); err != nil {
+			return err
+		}
+		pf.Close()
+	}
 	saved, err := st.SaveFindings(ctx, findingsRows(f, since, until, true))
 	if err != nil {
 		return err
 	}
-	log.Info("analyzed", "since", since, "until", until, "observations", f.Stats.Added,
+	var peakMB float64
+	if p, err := readProc(os.Getpid()); err == nil {
+		peakMB = float64(p.hwmKB) * 1024 / 1e6
+	}
+	log.Info("analyzed", "since", since, "until", until, "observations", f.Stats.Added, "peak_rss_mb", int(peakMB),
 		"catchments", saved.Catchments, "switches", saved.Switches, "incidents", saved.Incidents,
 		"analysis", analysed.Round(time.Millisecond), "total", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -257,11 +274,20 @@ func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error
 	if err != nil {
 		return err
 	}
-	// What the previous process held may not all be saved: the first flush
-	// writes the open buckets whole. Switches and incidents already judged
-	// are saved again only if their verdict changes.
+	// What the previous process held may not all be saved: the rows stay
+	// dirty, so the first flush writes the open buckets whole; until then
+	// only changes of site are written. Switches already judged are saved
+	// again only if their verdict changes.
 	for _, s := range inc.an.Switches() {
 		inc.switches[keyOf(s)] = switchState{s.Cause, s.TCPBroke}
+	}
+	for b, acc := range inc.buckets {
+		for _, c := range acc.Catchments() {
+			for _, s := range c.Streams {
+				k := rowKey{bucket: b, vp: c.VantagePoint, target: c.Target, addr: c.Address, stream: streamName(s.Kind, s.Transport, s.Query)}
+				inc.written[k] = s.Site
+			}
+		}
 	}
 	inc.log.Info("analyzer warmed up", "results", stats.Rows, "since", since)
 	return nil

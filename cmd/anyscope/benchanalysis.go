@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -189,14 +188,33 @@ func (c *BenchAnalysisCmd) Run(ctx context.Context, log *slog.Logger) error {
 		"--since", start.Format(time.RFC3339), "--until", split.Add(c.Interval).Format(time.RFC3339))
 	cmd.Stderr = os.Stderr
 	fullStart := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("anyscope analyze: %w", err)
 	}
-	fullSeconds := time.Since(fullStart).Seconds()
-	rssMB := 0.0
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rssMB = float64(ru.Maxrss) / 1024
+	// The child's peak RSS is its VmHWM, polled until it exits: the
+	// rusage of a child started with vfork+exec also counts the parent's
+	// memory at the fork.
+	var hwmKB uint64
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(20 * time.Millisecond)
+poll:
+	for {
+		if p, err := readProc(cmd.Process.Pid); err == nil {
+			hwmKB = max(hwmKB, p.hwmKB, p.rssKB)
+		}
+		select {
+		case err := <-done:
+			tick.Stop()
+			if err != nil {
+				return fmt.Errorf("anyscope analyze: %w", err)
+			}
+			break poll
+		case <-tick.C:
+		}
 	}
+	fullSeconds := time.Since(fullStart).Seconds()
+	rssMB := float64(hwmKB) * 1024 / 1e6
 	if err := reference(); err != nil {
 		return err
 	}
