@@ -421,14 +421,22 @@ func (a *Accumulator) arrivals(idx []int, tl, all *timeline, v []verdict, inWin 
 		vi := &v[idx[k]]
 		vi.arrivals = len(inWin)
 		first := a.switches[idx[lo]].At.UnixNano()
-		if vi.arrivals < 2 && all.startsIn(first-span, first+span) < 2 {
+		if vi.arrivals < 2 && all.startsIn(first-2*span, first+span) < 2 {
 			return // alone, and no balancer came back with it
 		}
-		// Balancers may have reached the site again a little before.
-		if n, _ := slices.BinarySearch(all.starts, first-span); n < len(all.starts) && all.starts[n] < first {
-			first = all.starts[n]
+		// The site reappeared when a stay began after a span in which
+		// nobody saw it: balancers may have reached it a little before
+		// (they sample more flows), or the family's other address family
+		// converged later.
+		n, _ := slices.BinarySearch(all.starts, first-2*span)
+		back := false
+		for ; n < len(all.starts) && all.starts[n] <= first; n++ {
+			if r := all.starts[n]; !all.seen(r-span, r-1) {
+				first, back = r, true
+				break
+			}
 		}
-		if all.seen(first-span, first-1) {
+		if !back {
 			return
 		}
 		prev, ok := all.lastBefore(first)

@@ -315,7 +315,7 @@ func (d *Detector) failed(p *pair, s *stream, v *vantage, t int64, c int) {
 			ts.nCand = 0 // measured before or after the failure began: unknown
 		}
 	}
-	if p.state == suspect && d.established(p) {
+	if p.state == suspect && d.established(p, t) {
 		p.state, p.failingAt = failing, t
 		v.failing++
 		p.g.dirty = true
@@ -325,33 +325,31 @@ func (d *Detector) failed(p *pair, s *stream, v *vantage, t int64, c int) {
 	}
 }
 
-// established reports whether every stream that reported since p began
-// failing has failed MinFailures times in a row (a stream at least twice as
-// slow as the fastest: once), and one of them MinFailures times.
-func (d *Detector) established(p *pair) bool {
+// established reports whether p's failure is more than a blip. Every
+// observation since it began failed (an answer resets it); it is
+// established when one stream failed MinFailures times in a row, or when
+// failures of at least two streams span most of a probe interval (the
+// fastest stream's): two rounds in a row went unanswered, whichever
+// questions they asked. With many streams probed at Poisson-spaced times
+// the second rule decides within about one interval, where waiting for
+// every stream's second failure would take several.
+func (d *Detector) established(p *pair, t int64) bool {
 	fastest := int64(0)
-	for i := range p.streams {
-		if s := &p.streams[i]; s.last >= p.failStart {
-			if iv := d.iv(s); fastest == 0 || iv < fastest {
-				fastest = iv
-			}
-		}
-	}
-	ok := false
+	streams := 0
 	for i := range p.streams {
 		s := &p.streams[i]
 		if s.last < p.failStart {
 			continue
 		}
-		switch {
-		case int(s.fails) >= d.cfg.MinFailures:
-			ok = true
-		case s.fails >= 1 && d.iv(s) >= 2*fastest:
-		default:
-			return false
+		streams++
+		if int(s.fails) >= d.cfg.MinFailures {
+			return true
+		}
+		if iv := d.iv(s); fastest == 0 || iv < fastest {
+			fastest = iv
 		}
 	}
-	return ok
+	return streams >= 2 && t-p.failStart >= fastest*4/5
 }
 
 // checkVP updates v.everywhere: every pair of v recent on v's own clock is
