@@ -8,10 +8,12 @@ CREATE INDEX results_measured_brin ON results USING brin (measured_at);
 CREATE INDEX results_received_brin ON results USING brin (received_at);
 
 -- Where each incremental analyzer stopped: every result received at or
--- before received_through has been analysed.
+-- before received_through has been analysed; measured_through is the newest
+-- measurement time among them (a restart replays history back from there).
 CREATE TABLE analysis_state (
     name              text PRIMARY KEY,
     received_through  timestamptz NOT NULL,
+    measured_through  timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 

@@ -677,29 +677,44 @@ func comparePair(x, y pairKey) int {
 func (a *Accumulator) Catchments() []Catchment {
 	out := make([]Catchment, 0, len(a.pairs))
 	for _, p := range a.pairs {
-		sorted, site, total, share := majority(p.sites)
-		c := Catchment{
-			VantagePoint: p.key.vp, Target: p.key.target, Address: p.key.addr,
-			Site: site, Observations: total, Confidence: share, Sites: sorted,
-			Unresolved: p.unresolved, Failures: p.failures, Disagreements: p.disagreements,
-		}
-		for _, s := range p.streams {
-			_, site, total, share := majority(s.sites)
-			c.Streams = append(c.Streams, StreamCatchment{
-				Kind: s.key.Kind, Transport: s.key.Transport, Query: s.key.Query,
-				Site: site, Observations: total, Confidence: share,
-				Unresolved: s.unresolved, Failures: s.failures, Switches: s.switches,
-			})
-		}
-		slices.SortFunc(c.Streams, func(x, y StreamCatchment) int {
-			return compareAnswer(Answer{x.Kind, x.Transport, x.Query, ""}, Answer{y.Kind, y.Transport, y.Query, ""})
-		})
-		out = append(out, c)
+		out = append(out, p.catchment())
 	}
 	slices.SortFunc(out, func(x, y Catchment) int {
 		return comparePair(pairKey{x.VantagePoint, x.Target, x.Address}, pairKey{y.VantagePoint, y.Target, y.Address})
 	})
 	return out
+}
+
+// Catchment returns the catchment of one vantage point at one address of a
+// target, if it was seen: what Catchments holds for it, without building
+// the others.
+func (a *Accumulator) Catchment(vantagePoint, target string, addr netip.Addr) (Catchment, bool) {
+	p := a.pairs[pairKey{vantagePoint, target, addr}]
+	if p == nil {
+		return Catchment{}, false
+	}
+	return p.catchment(), true
+}
+
+func (p *pair) catchment() Catchment {
+	sorted, site, total, share := majority(p.sites)
+	c := Catchment{
+		VantagePoint: p.key.vp, Target: p.key.target, Address: p.key.addr,
+		Site: site, Observations: total, Confidence: share, Sites: sorted,
+		Unresolved: p.unresolved, Failures: p.failures, Disagreements: p.disagreements,
+	}
+	for _, s := range p.streams {
+		_, site, total, share := majority(s.sites)
+		c.Streams = append(c.Streams, StreamCatchment{
+			Kind: s.key.Kind, Transport: s.key.Transport, Query: s.key.Query,
+			Site: site, Observations: total, Confidence: share,
+			Unresolved: s.unresolved, Failures: s.failures, Switches: s.switches,
+		})
+	}
+	slices.SortFunc(c.Streams, func(x, y StreamCatchment) int {
+		return compareAnswer(Answer{x.Kind, x.Transport, x.Query, ""}, Answer{y.Kind, y.Transport, y.Query, ""})
+	})
+	return c
 }
 
 // Assignments returns, per (vantage point, target), the majority site across

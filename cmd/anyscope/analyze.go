@@ -178,7 +178,11 @@ type incremental struct {
 	an      *analyzer.Analyzer
 	buckets map[time.Time]*catchment.Accumulator
 	through time.Time // every result received at or before it is analysed
-	born    time.Time
+	// measured is the newest measurement time analysed: history is
+	// replayed back from it, not from the wall clock (results can arrive
+	// long after they were measured).
+	measured time.Time
+	born     time.Time
 
 	written   map[rowKey]string         // catchment rows saved, with their site
 	dirty     map[rowKey]bool           // rows touched since the last flush
@@ -229,11 +233,11 @@ type stepStats struct {
 }
 
 func newIncremental(ctx context.Context, st *store.Store, name string, warmup, settle, maxLate time.Duration, log *slog.Logger) (*incremental, error) {
-	through, err := st.AnalyzerState(ctx, name)
+	through, measured, err := st.AnalyzerState(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	inc := &incremental{st: st, name: name, settle: settle, maxLate: maxLate, log: log, through: through}
+	inc := &incremental{st: st, name: name, settle: settle, maxLate: maxLate, log: log, through: through, measured: measured}
 	if err := inc.rebuild(ctx, warmup); err != nil {
 		return nil, err
 	}
@@ -263,8 +267,12 @@ func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error
 	if inc.through.IsZero() {
 		return nil
 	}
-	since := inc.through.Truncate(bucket).Add(-(keepBuckets - 1) * bucket)
-	if w := inc.through.Add(-warmup); w.Before(since) {
+	newest := inc.measured
+	if newest.IsZero() || newest.After(inc.through) {
+		newest = inc.through
+	}
+	since := newest.Truncate(bucket).Add(-(keepBuckets - 1) * bucket)
+	if w := newest.Add(-warmup); w.Before(since) {
 		since = w
 	}
 	stats, err := inc.st.Scan(ctx, store.ScanOptions{Since: since, ReceivedThrough: inc.through}, func(o analysis.Observation) error {
@@ -347,24 +355,42 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	}
 	ss.rows = scan.Rows
 
-	f := store.Findings{Analyzer: inc.name, ReceivedThrough: through}
+	f := store.Findings{Analyzer: inc.name, ReceivedThrough: through, MeasuredThrough: newest}
 	flush := time.Since(inc.lastFlush) >= flushEvery
 	written := map[rowKey]string{}
-	for b, acc := range inc.buckets {
-		for _, c := range acc.Catchments() {
-			for _, s := range c.Streams {
-				k := rowKey{bucket: b, vp: c.VantagePoint, target: c.Target, addr: c.Address, stream: streamName(s.Kind, s.Transport, s.Query)}
-				if s.Site == "" || !inc.dirty[k] || (!flush && inc.written[k] == s.Site) {
-					continue
-				}
-				written[k] = s.Site
-				f.Catchments = append(f.Catchments, store.CatchmentRow{
-					VantagePoint: c.VantagePoint, Target: c.Target, Address: c.Address,
-					Kind: s.Kind, Transport: s.Transport, Query: s.Query,
-					Site: s.Site, Observations: s.Observations, Confidence: s.Confidence,
-					WindowStart: b, WindowEnd: b.Add(bucket),
-				})
+	// Only the pairs touched since the last flush can have changed.
+	type pairKey struct {
+		bucket     time.Time
+		vp, target string
+		addr       netip.Addr
+	}
+	seen := make(map[pairKey]bool, len(inc.dirty))
+	for k := range inc.dirty {
+		pk := pairKey{k.bucket, k.vp, k.target, k.addr}
+		if seen[pk] {
+			continue
+		}
+		seen[pk] = true
+		acc := inc.buckets[k.bucket]
+		if acc == nil {
+			continue
+		}
+		c, ok := acc.Catchment(k.vp, k.target, k.addr)
+		if !ok {
+			continue
+		}
+		for _, s := range c.Streams {
+			rk := rowKey{bucket: k.bucket, vp: c.VantagePoint, target: c.Target, addr: c.Address, stream: streamName(s.Kind, s.Transport, s.Query)}
+			if s.Site == "" || !inc.dirty[rk] || (!flush && inc.written[rk] == s.Site) {
+				continue
 			}
+			written[rk] = s.Site
+			f.Catchments = append(f.Catchments, store.CatchmentRow{
+				VantagePoint: c.VantagePoint, Target: c.Target, Address: c.Address,
+				Kind: s.Kind, Transport: s.Transport, Query: s.Query,
+				Site: s.Site, Observations: s.Observations, Confidence: s.Confidence,
+				WindowStart: k.bucket, WindowEnd: k.bucket.Add(bucket),
+			})
 		}
 	}
 	// Switches: new ones, and those whose cause or TCP mark changed with
@@ -396,6 +422,9 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	}
 	// Saved: only now does the state move on.
 	inc.through = through
+	if newest.After(inc.measured) {
+		inc.measured = newest
+	}
 	for k, site := range written {
 		inc.written[k] = site
 	}

@@ -36,6 +36,9 @@ type Findings struct {
 	// transaction how far the named incremental analyzer has read.
 	Analyzer        string
 	ReceivedThrough time.Time
+	// MeasuredThrough is the newest measurement time the analyzer has seen
+	// (kept when zero or older than what is stored).
+	MeasuredThrough time.Time
 }
 
 // CatchmentRow is the site one stream of a vantage point named over a
@@ -214,10 +217,16 @@ func (s *Store) SaveFindings(ctx context.Context, f Findings) (SaveStats, error)
 	}
 
 	if f.Analyzer != "" && !f.ReceivedThrough.IsZero() {
+		var measured *time.Time
+		if !f.MeasuredThrough.IsZero() {
+			m := f.MeasuredThrough.UTC()
+			measured = &m
+		}
 		if _, err := tx.Exec(ctx, `
-			INSERT INTO analysis_state (name, received_through) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET received_through = EXCLUDED.received_through, updated_at = now()`,
-			f.Analyzer, f.ReceivedThrough.UTC()); err != nil {
+			INSERT INTO analysis_state (name, received_through, measured_through) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET received_through = EXCLUDED.received_through,
+				measured_through = GREATEST(analysis_state.measured_through, EXCLUDED.measured_through), updated_at = now()`,
+			f.Analyzer, f.ReceivedThrough.UTC(), measured); err != nil {
 			return st, s.translate(op, err)
 		}
 	}
@@ -249,17 +258,21 @@ func upsert(ctx context.Context, tx pgx.Tx, table string, cols []string, key, se
 }
 
 // AnalyzerState returns how far the named incremental analyzer has read
-// (zero when it never ran).
-func (s *Store) AnalyzerState(ctx context.Context, name string) (time.Time, error) {
-	var t time.Time
-	err := s.db.QueryRow(ctx, `SELECT received_through FROM analysis_state WHERE name = $1`, name).Scan(&t)
+// (by receive time) and the newest measurement time it saw; zero times
+// when it never ran.
+func (s *Store) AnalyzerState(ctx context.Context, name string) (received, measured time.Time, err error) {
+	var m *time.Time
+	err = s.db.QueryRow(ctx, `SELECT received_through, measured_through FROM analysis_state WHERE name = $1`, name).Scan(&received, &m)
 	if err == pgx.ErrNoRows {
-		return time.Time{}, nil
+		return time.Time{}, time.Time{}, nil
 	}
 	if err != nil {
-		return time.Time{}, s.translate("store: analyzer state", err)
+		return time.Time{}, time.Time{}, s.translate("store: analyzer state", err)
 	}
-	return t.UTC(), nil
+	if m != nil {
+		measured = m.UTC()
+	}
+	return received.UTC(), measured, nil
 }
 
 // StoredIncidents returns the incidents stored for target ("" for all)

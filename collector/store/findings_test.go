@@ -137,8 +137,8 @@ func TestSaveFindings(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("incidents\n got %+v\nwant %+v", got, want)
 	}
-	if w, err := st.AnalyzerState(ctx, "test"); err != nil || !w.Equal(t0.Add(time.Hour)) {
-		t.Errorf("AnalyzerState = %v, %v", w, err)
+	if w, m, err := st.AnalyzerState(ctx, "test"); err != nil || !w.Equal(t0.Add(time.Hour)) || !m.IsZero() {
+		t.Errorf("AnalyzerState = %v, %v, %v", w, m, err)
 	}
 
 	t.Run("replace", func(t *testing.T) {
