@@ -170,6 +170,9 @@ type verdict struct {
 	// pairBalanced: some stream of the same vantage point and address is
 	// a balancer.
 	pairBalanced bool
+	// explained counts the pair's broken sessions a withdrawal (or its
+	// end) broke.
+	explained int
 }
 
 // classify decides every switch's cause, FromCatchment, Moved and Evidence
@@ -326,7 +329,46 @@ func (a *Accumulator) classify() {
 		a.arrivals(idx, cohort[k], lines[k], v, inWin)
 	}
 
+	// Sessions a withdrawal broke (or its end: the return resets
+	// connections too) say nothing of how flows are balanced. A withdrawal
+	// is seen in the moves of the site's catchment; the sessions it broke
+	// may be those of balanced vantage points of the same address.
+	type lifeKey struct {
+		p *pair
+		i int
+	}
+	type addrKey struct {
+		target string
+		addr   netip.Addr
+	}
+	events := map[addrKey][]*switchRec{}
 	for i := range a.switches {
+		if v[i].withdrawal || v[i].restore {
+			sw := &a.switches[i]
+			k := addrKey{sw.stream.key.Target, sw.stream.key.Address}
+			events[k] = append(events[k], sw)
+		}
+	}
+	explained := map[lifeKey]bool{}
+	if len(events) > 0 {
+		for _, p := range a.pairs {
+			evs := events[addrKey{p.key.target, p.key.addr}]
+			for k, l := range p.lives {
+				for _, sw := range evs {
+					if l.covers(sw.At, sw.interval) {
+						explained[lifeKey{p, k}] = true
+						break
+					}
+				}
+			}
+		}
+	}
+	explainedCount := map[*pair]int{}
+	for k := range explained {
+		explainedCount[k.p]++
+	}
+	for i := range a.switches {
+		v[i].explained = explainedCount[a.switches[i].stream.pair]
 		a.decide(&a.switches[i], &v[i])
 	}
 }
@@ -455,7 +497,8 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 	span := time.Duration(vi.fam.span)
 	sw.FromCatchment, sw.Moved = vi.cohort, vi.moved
 	alternates := vi.returns >= minReturns && vi.sites <= maxAlternating || vi.pairBalanced
-	flowsStay := p.sessions == 0 || p.broken*2 < p.sessions
+	broken := p.broken - vi.explained
+	flowsStay := p.sessions == 0 || broken*2 < p.sessions
 	stayed := sw.stay >= minStay || sw.stay >= 1 && !sw.followed
 	switch {
 	case vi.restore: // first: a return is better told as the end of the withdrawal
@@ -481,16 +524,16 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 	case alternates && flowsStay:
 		sw.Cause = analysis.CauseLoadBalancing
 		if !vi.balancer && vi.returns < minReturns {
-			sw.Evidence = fmt.Sprintf("this vantage point's other streams to %s alternate among sites (per-flow load balancing); %d of %d sessions broke",
-				sw.stream.key.Address, p.broken, p.sessions)
+			sw.Evidence = fmt.Sprintf("this vantage point's other streams to %s alternate among sites (per-flow load balancing); %d of %d sessions broke other than by a withdrawal",
+				sw.stream.key.Address, broken, p.sessions)
 			break
 		}
 		if p.sessions == 0 {
 			sw.Evidence = fmt.Sprintf("alternates among %d sites (%d returns); no session shows whether single flows stay put",
 				vi.sites, vi.returns)
 		} else {
-			sw.Evidence = fmt.Sprintf("alternates among %d sites (%d returns) while %d of %d sessions broke",
-				vi.sites, vi.returns, p.broken, p.sessions)
+			sw.Evidence = fmt.Sprintf("alternates among %d sites (%d returns) while %d of %d sessions broke other than by a withdrawal",
+				vi.sites, vi.returns, broken, p.sessions)
 		}
 	case stayed:
 		sw.Cause = analysis.CauseRouting
@@ -501,8 +544,8 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 		sw.Evidence = fmt.Sprintf("%s at %s: too few to show it stayed", more(sw.stay), sw.To)
 	}
 	if alternates && !flowsStay {
-		sw.Evidence += fmt.Sprintf("; alternates among %d sites but %d of %d sessions broke (per-packet balancing or flapping routes)",
-			vi.sites, p.broken, p.sessions)
+		sw.Evidence += fmt.Sprintf("; alternates among %d sites but %d of %d sessions broke other than by a withdrawal (per-packet balancing or flapping routes)",
+			vi.sites, broken, p.sessions)
 	}
 }
 
