@@ -59,6 +59,7 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./collector/store/ 2>&1 | grep -E '^(Benchmark|ok|FAIL)' || true
 	$(BIN) bench ingest
 	$(BIN) bench analysis
+	$(BIN) bench map
 	@if [ "$$(id -u)" -eq 0 ]; then $(BIN) bench agent; \
 	else echo "bench: skipping the agent benchmark: it runs the agent in the anycast lab (network namespaces) and needs root; run make bench as root"; fi
 

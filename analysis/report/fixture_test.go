@@ -15,6 +15,11 @@ import (
 type sliceSource struct {
 	targets []analysis.Target
 	obs     []analysis.Observation
+	vps     []analysis.VantagePoint
+}
+
+func (s *sliceSource) VantagePoints(ctx context.Context) ([]analysis.VantagePoint, error) {
+	return slices.Clone(s.vps), ctx.Err()
 }
 
 func (s *sliceSource) Targets(ctx context.Context) ([]analysis.Target, error) {
@@ -58,6 +63,17 @@ var probes = []probe{
 	{api.TransportTCP, api.QueryHostnameBind, 4 * time.Second},
 }
 
+// rtts are the base RTTs of the fixture's vantage points to each target,
+// plausible from where located() puts them.
+var rtts = map[string]time.Duration{
+	"vp-hel-1 k-root": 5 * time.Millisecond,
+	"vp-ams-1 k-root": 25 * time.Millisecond,
+	"vp-fra-1 k-root": 18 * time.Millisecond,
+	"vp-nyc-1 k-root": 30 * time.Millisecond,
+	"vp-ams-1 i-root": 8 * time.Millisecond,
+	"vp-nyc-1 i-root": 21 * time.Millisecond,
+}
+
 // fixture is a small hour of measurements: rounds every five minutes from
 // four vantage points to two targets.
 //
@@ -94,7 +110,7 @@ func fixture() *sliceSource {
 			Failure: f, Identity: id,
 		}
 		if f == api.FailureNone {
-			o.RTT = 20 * time.Millisecond
+			o.RTT = rtts[vp+" "+target] + time.Duration(round%3)*time.Millisecond
 		}
 		src.obs = append(src.obs, o)
 	}
@@ -141,6 +157,27 @@ func fixture() *sliceSource {
 			add("vp-ams-1", "i-root", iV4, round, p, "s2.lnx", "")
 			add("vp-nyc-1", "i-root", iV4, round, p, "s1.chi", "")
 		}
+	}
+	return src
+}
+
+// located is the fixture with its vantage points placed on the map (in
+// Helsinki, Amsterdam, Frankfurt and New York), and vp-hel-1's own network
+// failing from 12:40 on: every query it sends times out while vp-ams-1,
+// also at HEL, keeps its answers (an incident, still open at the end).
+func located() *sliceSource {
+	src := fixture()
+	for i := range src.obs {
+		o := &src.obs[i]
+		if o.VantagePoint == "vp-hel-1" && !o.At.Before(start.Add(40*time.Minute)) {
+			o.Identity, o.RTT, o.Failure = "", 0, api.FailureTimeout
+		}
+	}
+	src.vps = []analysis.VantagePoint{
+		{Name: "vp-hel-1", Latitude: 60.17, Longitude: 24.94, HasCoords: true, Country: "FI"},
+		{Name: "vp-ams-1", Latitude: 52.37, Longitude: 4.90, HasCoords: true, Country: "NL"},
+		{Name: "vp-fra-1", Latitude: 50.11, Longitude: 8.68, HasCoords: true, Country: "DE"},
+		{Name: "vp-nyc-1", Latitude: 40.71, Longitude: -74.01, HasCoords: true, Country: "US"},
 	}
 	return src
 }

@@ -89,6 +89,10 @@ func (m *mdWriter) target(t *Target) {
 	m.linef("Observations: %d (%d failed, %d with an unresolved identity). Vantage points with a resolved site: %d.",
 		t.Observations, failed, unresolved, t.VantagePoints)
 
+	if t.Changes != nil {
+		m.changes(t.Changes)
+	}
+
 	m.line("")
 	m.line("### Sites")
 	m.line("")
@@ -102,6 +106,21 @@ func (m *mdWriter) target(t *Target) {
 				declared = "yes"
 			}
 			m.row(esc(s.Site), esc(s.Name), declared, strconv.Itoa(s.VantagePoints), percent(s.Share))
+		}
+	}
+
+	if len(t.SiteLatency) > 0 {
+		m.line("")
+		m.line("### Latency by site")
+		m.line("")
+		m.line("RTTs of the answers that named each site, from every vantage point.")
+		m.line("")
+		m.table([]string{"Site", "Answers", "Median RTT (ms)", "Fastest RTT (ms)"}, ".rrr")
+		for _, l := range t.SiteLatency {
+			m.row(site(l.Site), strconv.Itoa(l.Observations), strconv.FormatFloat(l.MedianRTTMs, 'f', 1, 64), strconv.FormatFloat(l.MinRTTMs, 'f', 1, 64))
+		}
+		if t.SiteLatencyOther > 0 {
+			m.row("(other sites)", strconv.Itoa(t.SiteLatencyOther), "", "")
 		}
 	}
 
@@ -142,25 +161,7 @@ func (m *mdWriter) target(t *Target) {
 	m.line("")
 	m.line("### Incidents")
 	m.line("")
-	if len(t.Incidents) == 0 {
-		m.line("None.")
-	} else {
-		m.table([]string{"Kind", "Site", "Address", "Start", "End", "Vantage points", "Evidence"}, ".......")
-		for _, in := range t.Incidents {
-			addr, end := "all", "open"
-			if in.Address != nil {
-				addr = in.Address.String()
-			}
-			if in.End != nil {
-				end = stamp(*in.End)
-			}
-			vps := make([]string, len(in.VantagePoints))
-			for i, vp := range in.VantagePoints {
-				vps[i] = esc(vp)
-			}
-			m.row(esc(string(in.Kind)), site(in.Site), addr, stamp(in.Start), end, strings.Join(vps, ", "), esc(in.Evidence.Note))
-		}
-	}
+	m.incidents(t.Incidents)
 
 	if len(t.Instability) > 0 {
 		m.line("")
@@ -247,6 +248,67 @@ func (m *mdWriter) target(t *Target) {
 			m.row(failure(f), strconv.Itoa(t.Failures[f]))
 		}
 	}
+}
+
+func (m *mdWriter) incidents(ins []Incident) {
+	if len(ins) == 0 {
+		m.line("None.")
+		return
+	}
+	m.table([]string{"Kind", "Site", "Address", "Start", "End", "Vantage points", "Evidence"}, ".......")
+	for _, in := range ins {
+		addr, end := "all", "open"
+		if in.Address != nil {
+			addr = in.Address.String()
+		}
+		if in.End != nil {
+			end = stamp(*in.End)
+		}
+		vps := make([]string, len(in.VantagePoints))
+		for i, vp := range in.VantagePoints {
+			vps[i] = esc(vp)
+		}
+		m.row(esc(string(in.Kind)), site(in.Site), addr, stamp(in.Start), end, strings.Join(vps, ", "), esc(in.Evidence.Note))
+	}
+}
+
+func (m *mdWriter) changes(c *Changes) {
+	m.line("")
+	m.line("### Changes since the earlier window")
+	m.line("")
+	m.linef("Compared with %s to %s: %d vantage point and address pairs changed site, %d appeared, %d were gone.",
+		stamp(c.Since), stamp(c.Until), len(c.Moved), c.Appeared, c.Gone)
+	if len(c.Moved) > 0 {
+		m.line("")
+		m.table([]string{"Vantage point", "Address", "Before", "After"}, "....")
+		for _, x := range c.Moved {
+			m.row(esc(x.VantagePoint), x.Address.String(), site(x.Before), site(x.After))
+		}
+	}
+	if len(c.Shares) > 0 {
+		m.line("")
+		m.table([]string{"Site", "Vantage points before", "Vantage points after", "Share before", "Share after", "Change"}, ".rrrrr")
+		for _, s := range c.Shares {
+			m.row(site(s.Site), strconv.Itoa(s.VantagePointsBefore), strconv.Itoa(s.VantagePointsAfter),
+				percent(s.ShareBefore), percent(s.ShareAfter), points(s.Delta))
+		}
+	}
+	m.line("")
+	m.line("New incidents:")
+	m.line("")
+	m.incidents(c.NewIncidents)
+}
+
+// points is a share difference in percentage points, signed.
+func points(d float64) string {
+	v := strconv.FormatFloat(100*d, 'f', 1, 64)
+	switch {
+	case v == "0.0" || v == "-0.0":
+		v = "0.0"
+	case d > 0:
+		v = "+" + v
+	}
+	return v + " pp"
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -1,6 +1,15 @@
 // Package report builds and renders the catchment report of anycast targets:
 // each site's share of vantage points, each vantage point's site, PoP
-// switches, unresolved identities and failures.
+// switches, incidents, how fast each site answers, unresolved identities and
+// failures, and, compared with an earlier window, what changed.
+//
+// Build reads one window of observations in a single streaming pass and
+// keeps only bounded state; Compare relates two reports. The renderers are
+// WriteJSON (the stable contract for programs), WriteMarkdown, WriteHTML (one
+// self-contained page with the catchment map, no script, a content security
+// policy) and WriteCSV (the catchment table for spreadsheets). Every string
+// measured from the network (identities, vantage point names, site codes from
+// rules) is untrusted text and each renderer escapes it for its format.
 package report
 
 import (
@@ -82,6 +91,41 @@ type Target struct {
 	// Inflation lists vantage points served by a site much farther than
 	// the target's nearest site.
 	Inflation []Inflation `json:"inflation"`
+	// Assignments lists each vantage point under the site it counts for in
+	// Sites (its majority site across the target's addresses), with its
+	// location when known.
+	Assignments []Assignment `json:"assignments"`
+	// SiteLatency is how fast each site answered, from the RTTs of the
+	// answers that named it.
+	SiteLatency []SiteLatency `json:"site_latency"`
+	// SiteLatencyOther counts answers with an RTT at sites beyond the
+	// maxLatencySites kept.
+	SiteLatencyOther int `json:"site_latency_other,omitempty"`
+	// Changes is set by Compare: what differs from an earlier window.
+	Changes *Changes `json:"changes,omitempty"`
+}
+
+// Assignment is the site one vantage point counts under.
+type Assignment struct {
+	VantagePoint string `json:"vantage_point"`
+	// Site is "" when none of its observations resolved.
+	Site         string  `json:"site"`
+	Observations int     `json:"observations"`
+	Confidence   float64 `json:"confidence"`
+	// Latitude and Longitude are where the vantage point is, when known.
+	Latitude  *float64 `json:"latitude,omitempty"`
+	Longitude *float64 `json:"longitude,omitempty"`
+}
+
+// SiteLatency summarises the RTTs of the answers that named one site, over
+// every vantage point. The median is the lower median, to 0.1 ms below
+// 100 ms, 1 ms below 1 s and 10 ms beyond (see rttHistogram).
+type SiteLatency struct {
+	Site string `json:"site"`
+	// Observations counts the answers with an RTT.
+	Observations int     `json:"observations"`
+	MedianRTTMs  float64 `json:"median_rtt_ms"`
+	MinRTTMs     float64 `json:"min_rtt_ms"`
 }
 
 // Incident is a period during which something failed.
@@ -278,6 +322,7 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 	if err != nil {
 		return nil, err
 	}
+	lat := newSiteRTTs(an.Resolvers())
 	n := 0
 	err = src.Observations(ctx, since, until, opts.Target, func(o analysis.Observation) error {
 		if n++; n%checkEvery == 0 {
@@ -289,6 +334,7 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 			return nil
 		}
 		an.Add(o)
+		lat.add(o)
 		return nil
 	})
 	if err != nil {
@@ -297,11 +343,22 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return assemble(an.Findings(), declared, generated, since, until), nil
+	located := make(map[string]analysis.VantagePoint, len(vps))
+	for _, vp := range vps {
+		if vp.HasCoords {
+			located[vp.Name] = vp
+		}
+	}
+	r := assemble(an.Findings(), declared, located, generated, since, until)
+	for i := range r.Targets {
+		t := &r.Targets[i]
+		t.SiteLatency, t.SiteLatencyOther = lat.summary(t.Name)
+	}
+	return r, nil
 }
 
 // assemble groups the accumulator's results by target.
-func assemble(f analyzer.Findings, declared map[string]analysis.Target, generated, since, until time.Time) *Report {
+func assemble(f analyzer.Findings, declared map[string]analysis.Target, located map[string]analysis.VantagePoint, generated, since, until time.Time) *Report {
 	targets := make(map[string]*Target)
 	get := func(name string) *Target {
 		t := targets[name]
@@ -310,6 +367,7 @@ func assemble(f analyzer.Findings, declared map[string]analysis.Target, generate
 				Name: name, Sites: []Site{}, Catchment: []Catchment{}, Switches: []Switch{},
 				Unresolved: []Unresolved{}, Failures: map[string]int{}, Disagreements: []Disagreement{},
 				Incidents: []Incident{}, Instability: []Instability{}, ImpossibleRTTs: []Latency{}, Inflation: []Inflation{},
+				Assignments: []Assignment{}, SiteLatency: []SiteLatency{},
 			}
 			targets[name] = t
 		}
@@ -447,7 +505,13 @@ func assemble(f analyzer.Findings, declared map[string]analysis.Target, generate
 	}
 	served := make(map[string]map[string]int) // target → site → vantage points
 	for _, a := range f.Assignments {
-		get(a.Target)
+		t := get(a.Target)
+		ra := Assignment{VantagePoint: a.VantagePoint, Site: a.Site, Observations: a.Observations, Confidence: round(a.Confidence)}
+		if vp, ok := located[a.VantagePoint]; ok {
+			lat, lon := vp.Latitude, vp.Longitude
+			ra.Latitude, ra.Longitude = &lat, &lon
+		}
+		t.Assignments = append(t.Assignments, ra)
 		if a.Site == "" {
 			continue
 		}
@@ -458,6 +522,7 @@ func assemble(f analyzer.Findings, declared map[string]analysis.Target, generate
 	}
 	r := &Report{GeneratedAt: generated, Since: since, Until: until, Targets: make([]Target, 0, len(targets))}
 	for name, t := range targets {
+		slices.SortFunc(t.Assignments, func(x, y Assignment) int { return cmp.Compare(x.VantagePoint, y.VantagePoint) })
 		t.Sites = sites(declared[name], served[name], t.Catchment)
 		for _, n := range served[name] {
 			t.VantagePoints += n

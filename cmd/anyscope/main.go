@@ -39,6 +39,8 @@ type CLI struct {
 	Demo      DemoCmd      `cmd:"" help:"Run the end-to-end demo on loopback: database, collector, three DNS sites, one agent, a report."`
 	Bench     BenchCmd     `cmd:"" help:"Benchmarks (used by make bench); the last line is machine-readable."`
 	Lab       LabCmd       `cmd:"" help:"The anycast lab: routers, sites and vantage points in network namespaces, with real BGP (root only)."`
+	Web       WebCmd       `cmd:"" help:"Serve the read-only web dashboard: catchment maps, diffs, switch timelines, incidents, vantage points, agents' health."`
+	Serve     ServeCmd     `cmd:"" help:"Run everything in one process: the collector, the incremental analyzer and the web dashboard."`
 }
 
 const description = `anyscope measures anycast services from the outside.
