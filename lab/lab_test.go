@@ -76,7 +76,7 @@ func TestLab(t *testing.T) {
 	}
 	// No management veth on the host: a lab started by hand may hold its
 	// address. The management network inside the lab is still built.
-	src := strings.Replace(string(DefaultTopologyYAML()), ", host: 203.0.113.1", "", 1)
+	src := strings.Replace(string(DefaultTopologyYAML()), ", host: 198.19.0.1", "", 1)
 	start := time.Now()
 	if err := l.Up(ctx, "default-test", []byte(src)); err != nil {
 		t.Fatal(err)

@@ -111,7 +111,7 @@ func TestSessionLab(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No management veth on the host: another lab may hold its address.
-	src := strings.Replace(string(lab.DefaultTopologyYAML()), ", host: 203.0.113.1", "", 1)
+	src := strings.Replace(string(lab.DefaultTopologyYAML()), ", host: 198.19.0.1", "", 1)
 	start := time.Now()
 	if err := l.Up(ctx, "session-test", []byte(src)); err != nil {
 		t.Fatal(err)

@@ -64,7 +64,7 @@ func TestAllowListHoldsOnTheWire(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	listen := "203.0.113.1:18741"
+	listen := "198.19.0.1:18741"
 	readyFile := filepath.Join(dir, "collector.addr")
 	collLog := &syncBuffer{}
 	coll := exec.Command(binary, "collector", "--db", dsn, "--listen", listen, "--ready-file", readyFile)

@@ -80,7 +80,7 @@ concurrency: 64
 type BenchAgentCmd struct {
 	Duration        time.Duration `help:"How long to sample the agents, after the warm-up (at least 20s)." default:"60s"`
 	Warmup          time.Duration `help:"How long the agents run before sampling starts (at least 10s: one interval)." default:"15s"`
-	Listen          string        `help:"Collector address on the management network." default:"203.0.113.1:8741"`
+	Listen          string        `help:"Collector address on the management network." default:"198.19.0.1:8741"`
 	Prefix          string        `help:"Namespace prefix of the benchmark's lab." default:"ba-"`
 	StateDir        string        `name:"state-dir" help:"State directory of the benchmark's lab." default:"/run/anyscope-bench-agent"`
 	Keep            bool          `help:"Keep the benchmark directory (database, spools, logs) and print its path; the lab is always taken down."`

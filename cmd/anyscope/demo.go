@@ -40,7 +40,7 @@ type DemoCmd struct {
 	BreakVP   string        `name:"break-vp" help:"Vantage point whose uplink the scenario breaks." default:"vp3"`
 	Format    string        `help:"Report format: md or json." default:"md" enum:"md,json"`
 	Keep      bool          `help:"Keep the demo directory (database, spools, logs) and print its path; the lab is always taken down."`
-	Listen    string        `help:"Collector address on the management network." default:"203.0.113.1:8740"`
+	Listen    string        `help:"Collector address on the management network." default:"198.19.0.1:8740"`
 	// Lab flags: a prefix and state directory of the demo's own, so a lab
 	// the user built by hand is not touched.
 	Prefix   string `help:"Namespace prefix of the demo's lab." default:"dm-"`

@@ -21,7 +21,7 @@ func TestDemo(t *testing.T) {
 		t.Skip("the demo builds network namespaces and needs root (CI runs as root)")
 	}
 	cmd := exec.Command(binary, "demo", "--format", "json", "--baseline", "15s",
-		"--prefix", "dt-", "--state-dir", t.TempDir()+"/lab", "--listen", "203.0.113.1:18740")
+		"--prefix", "dt-", "--state-dir", t.TempDir()+"/lab", "--listen", "198.19.0.1:18740")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
