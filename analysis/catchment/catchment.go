@@ -696,6 +696,49 @@ func (a *Accumulator) Catchment(vantagePoint, target string, addr netip.Addr) (C
 	return p.catchment(), true
 }
 
+// EachStream calls fn with the catchment of each stream of one vantage point
+// at one address of a target (what Catchment's Streams holds, in no
+// particular order, without building the rest); it reports whether the pair
+// was seen. It allocates nothing: it is what an incremental analysis asks
+// of every pair that changed.
+func (a *Accumulator) EachStream(vantagePoint, target string, addr netip.Addr, fn func(StreamCatchment)) bool {
+	p := a.pairs[pairKey{vantagePoint, target, addr}]
+	if p == nil {
+		return false
+	}
+	for _, s := range p.streams {
+		best, total := -1, 0
+		for i := range s.sites {
+			total += s.sites[i].Observations
+			if best < 0 || before(s.sites[i], s.sites[best]) {
+				best = i
+			}
+		}
+		sc := StreamCatchment{
+			Kind: s.key.Kind, Transport: s.key.Transport, Query: s.key.Query,
+			Unresolved: s.unresolved, Failures: s.failures, Switches: s.switches,
+		}
+		if best >= 0 && total > 0 {
+			sc.Site, sc.Observations = s.sites[best].Site, total
+			sc.Confidence = float64(s.sites[best].Observations) / float64(total)
+		}
+		fn(sc)
+	}
+	return true
+}
+
+// before is majority's order: most observations, then seen last, then the
+// smaller code.
+func before(x, y SiteCount) bool {
+	if x.Observations != y.Observations {
+		return x.Observations > y.Observations
+	}
+	if c := x.Last.Compare(y.Last); c != 0 {
+		return c > 0
+	}
+	return x.Site < y.Site
+}
+
 func (p *pair) catchment() Catchment {
 	sorted, site, total, share := majority(p.sites)
 	c := Catchment{

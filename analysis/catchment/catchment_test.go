@@ -2,6 +2,7 @@ package catchment
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -449,5 +450,39 @@ func TestPingAndTraceIgnored(t *testing.T) {
 	}
 	if st := a.Stats(); st.Ignored != 2 {
 		t.Errorf("stats %+v, want 2 ignored", st)
+	}
+}
+
+// EachStream names the same site per stream as Catchments, ties included.
+func TestEachStreamAgreesWithCatchments(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	addr := netip.MustParseAddr("192.0.2.53")
+	a := New(nil, Config{})
+	ids := []string{"ns1.nl-ams.x.example", "ns1.de-fra.x.example", "ns1.de-fra.x.example", "ns1.nl-ams.x.example", "ns1.gb-lhr.x.example"}
+	for i, id := range ids {
+		for _, q := range []string{api.QueryHostnameBind, api.QueryIDServer} {
+			if q == api.QueryIDServer && i == 4 {
+				continue // a tie AMS/FRA broken by the latest
+			}
+			a.Add(analysis.Observation{VantagePoint: "vp1", Target: "t", Address: addr, Kind: api.KindDNS, Transport: api.TransportUDP,
+				Query: q, At: t0.Add(time.Duration(i) * time.Minute), Identity: id})
+		}
+	}
+	want := map[string]StreamCatchment{}
+	for _, c := range a.Catchments() {
+		for _, s := range c.Streams {
+			want[s.Query] = s
+		}
+	}
+	got := map[string]StreamCatchment{}
+	if !a.EachStream("vp1", "t", addr, func(s StreamCatchment) { got[s.Query] = s }) {
+		t.Fatal("pair not found")
+	}
+	if !maps.Equal(got, want) || len(got) != 2 {
+		t.Errorf("EachStream %+v\nCatchments %+v", got, want)
+	}
+	if a.EachStream("vp2", "t", addr, func(StreamCatchment) {}) {
+		t.Error("unknown pair reported as seen")
 	}
 }

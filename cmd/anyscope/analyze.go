@@ -185,23 +185,36 @@ type incremental struct {
 	born     time.Time
 
 	written   map[rowKey]string         // catchment rows saved, with their site
-	dirty     map[rowKey]bool           // rows touched since the last flush
+	dirty     map[pairKey]bool          // pairs touched since the last flush
+	touched   map[pairKey]bool          // pairs touched in this step
 	switches  map[switchKey]switchState // switches saved, with their verdict
 	incidents map[string]bool           // keys of the incidents saved since the last rebuild
 	lastFlush time.Time
 }
 
-type rowKey struct {
+// pairKey is a vantage point and address of a target in one bucket; rowKey
+// one of its streams: a catchment row.
+type pairKey struct {
 	bucket     time.Time
 	vp, target string
 	addr       netip.Addr
-	stream     string // kind/transport/query
+}
+
+type rowKey struct {
+	pairKey
+	stream streamID
+}
+
+type streamID struct {
+	kind      api.Kind
+	transport api.Transport
+	query     string
 }
 
 type switchKey struct {
 	vp, target string
 	addr       netip.Addr
-	stream     string
+	stream     streamID
 	at         time.Time
 }
 
@@ -261,7 +274,7 @@ func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error
 		return err
 	}
 	inc.an, inc.buckets, inc.born = an, map[time.Time]*catchment.Accumulator{}, time.Now()
-	inc.written, inc.dirty, inc.switches = map[rowKey]string{}, map[rowKey]bool{}, map[switchKey]switchState{}
+	inc.written, inc.dirty, inc.touched, inc.switches = map[rowKey]string{}, map[pairKey]bool{}, map[pairKey]bool{}, map[switchKey]switchState{}
 	inc.incidents = map[string]bool{}
 	inc.lastFlush = time.Now()
 	if inc.through.IsZero() {
@@ -292,11 +305,11 @@ func (inc *incremental) rebuild(ctx context.Context, warmup time.Duration) error
 	for b, acc := range inc.buckets {
 		for _, c := range acc.Catchments() {
 			for _, s := range c.Streams {
-				k := rowKey{bucket: b, vp: c.VantagePoint, target: c.Target, addr: c.Address, stream: streamName(s.Kind, s.Transport, s.Query)}
-				inc.written[k] = s.Site
+				inc.written[rowKey{pairKey{b, c.VantagePoint, c.Target, c.Address}, streamID{s.Kind, s.Transport, s.Query}}] = s.Site
 			}
 		}
 	}
+	clear(inc.touched)
 	inc.log.Info("analyzer warmed up", "results", stats.Rows, "since", since)
 	return nil
 }
@@ -311,15 +324,13 @@ func (inc *incremental) feed(o analysis.Observation) {
 		inc.buckets[b] = acc
 	}
 	acc.Add(o)
-	inc.dirty[rowKey{bucket: b, vp: o.VantagePoint, target: o.Target, addr: o.Address, stream: streamName(o.Kind, o.Transport, o.Query)}] = true
-}
-
-func streamName(k api.Kind, t api.Transport, q string) string {
-	return string(k) + "/" + string(t) + "/" + q
+	k := pairKey{b, o.VantagePoint, o.Target, o.Address}
+	inc.dirty[k] = true
+	inc.touched[k] = true
 }
 
 func keyOf(s catchment.Switch) switchKey {
-	return switchKey{s.VantagePoint, s.Target, s.Address, streamName(s.Kind, s.Transport, s.Query), s.At}
+	return switchKey{s.VantagePoint, s.Target, s.Address, streamID{s.Kind, s.Transport, s.Query}, s.At}
 }
 
 // step analyses what arrived since the previous step and saves what
@@ -358,40 +369,30 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	f := store.Findings{Analyzer: inc.name, ReceivedThrough: through, MeasuredThrough: newest}
 	flush := time.Since(inc.lastFlush) >= flushEvery
 	written := map[rowKey]string{}
-	// Only the pairs touched since the last flush can have changed.
-	type pairKey struct {
-		bucket     time.Time
-		vp, target string
-		addr       netip.Addr
+	// A flush writes every pair touched since the last one; a step in
+	// between only the streams of this step's pairs whose site changed.
+	pairs := inc.touched
+	if flush {
+		pairs = inc.dirty
 	}
-	seen := make(map[pairKey]bool, len(inc.dirty))
-	for k := range inc.dirty {
-		pk := pairKey{k.bucket, k.vp, k.target, k.addr}
-		if seen[pk] {
-			continue
-		}
-		seen[pk] = true
+	for k := range pairs {
 		acc := inc.buckets[k.bucket]
 		if acc == nil {
 			continue
 		}
-		c, ok := acc.Catchment(k.vp, k.target, k.addr)
-		if !ok {
-			continue
-		}
-		for _, s := range c.Streams {
-			rk := rowKey{bucket: k.bucket, vp: c.VantagePoint, target: c.Target, addr: c.Address, stream: streamName(s.Kind, s.Transport, s.Query)}
-			if s.Site == "" || !inc.dirty[rk] || (!flush && inc.written[rk] == s.Site) {
-				continue
+		acc.EachStream(k.vp, k.target, k.addr, func(s catchment.StreamCatchment) {
+			rk := rowKey{k, streamID{s.Kind, s.Transport, s.Query}}
+			if s.Site == "" || (!flush && inc.written[rk] == s.Site) {
+				return
 			}
 			written[rk] = s.Site
 			f.Catchments = append(f.Catchments, store.CatchmentRow{
-				VantagePoint: c.VantagePoint, Target: c.Target, Address: c.Address,
+				VantagePoint: k.vp, Target: k.target, Address: k.addr,
 				Kind: s.Kind, Transport: s.Transport, Query: s.Query,
 				Site: s.Site, Observations: s.Observations, Confidence: s.Confidence,
 				WindowStart: k.bucket, WindowEnd: k.bucket.Add(bucket),
 			})
-		}
+		})
 	}
 	// Switches: new ones, and those whose cause or TCP mark changed with
 	// what arrived. Incidents: open ones and those that ended lately.
@@ -435,6 +436,7 @@ func (inc *incremental) step(ctx context.Context) (stepStats, error) {
 	for _, in := range f.Incidents {
 		inc.incidents[store.IncidentKey(in)] = true
 	}
+	clear(inc.touched)
 	if flush {
 		inc.lastFlush = time.Now()
 		clear(inc.dirty)
