@@ -421,7 +421,7 @@ func (v *validator) topology(f *file) (*Topology, error) {
 		if err := asn([]any{"sites", i, "asn"}, s.ASN, "site "+s.Name); err != nil {
 			return nil, err
 		}
-		if err := printable(s.Identity, 255); err != nil {
+		if err := identityText(s.Identity, 255); err != nil {
 			return nil, v.fail([]any{"sites", i, "identity"}, "%v", err)
 		}
 		if err := printable(s.NSID, 128); err != nil {
@@ -460,6 +460,23 @@ func (v *validator) topology(f *file) (*Topology, error) {
 		return nil, v.fail([]any{"management", "prefix"}, "%s is too small for %d vantage points", mp, len(t.VantagePoints))
 	}
 	return t, nil
+}
+
+// identityText checks a CHAOS identity: printable ASCII, spaces allowed (a
+// hostile identity such as `<img src=x onerror=alert(1)>` is what the
+// browser tests serve), but no quote or backslash, which NSD's quoted
+// configuration strings cannot carry as Go quotes them.
+func identityText(s string, maxLen int) error {
+	if strings.TrimSpace(s) != s {
+		return fmt.Errorf("%q must not start or end with a space", s)
+	}
+	if strings.ContainsAny(s, "\\\"") {
+		return fmt.Errorf("%q must not contain a quote or backslash", s)
+	}
+	if err := printable(strings.ReplaceAll(s, " ", "_"), maxLen); err != nil {
+		return fmt.Errorf("%q must be printable ASCII (spaces allowed)", s)
+	}
+	return nil
 }
 
 func printable(s string, maxLen int) error {

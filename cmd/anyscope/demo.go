@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,7 +46,16 @@ type DemoCmd struct {
 	// the user built by hand is not touched.
 	Prefix   string `help:"Namespace prefix of the demo's lab." default:"dm-"`
 	StateDir string `name:"state-dir" help:"State directory of the demo's lab." default:"/run/anyscope-demo"`
+	// HostileIdentity makes one site answer CHAOS queries with markup
+	// (hostileIdentity) while its NSID stays: the browser test checks that
+	// the dashboard shows it as text and runs nothing.
+	HostileIdentity string `name:"hostile-identity" help:"Site whose NSD answers CHAOS hostname.bind/id.server with an HTML payload (its NSID stays)." hidden:"" placeholder:"SITE"`
 }
+
+// hostileIdentity is the CHAOS identity --hostile-identity gives a site:
+// markup that runs a script wherever it is not escaped (an img whose source
+// fails fires onerror).
+const hostileIdentity = "<img src=x onerror=alert(1)>"
 
 // demoTargets is what the demo measures: the lab's anycast service. Site
 // codes come from the built-in <cc>-<iata> identity convention
@@ -89,7 +99,13 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 	defer events.Close()
 	step("building the anycast lab: 6 routers (eBGP, bird2), 4 sites (NSD), 8 vantage points")
-	l, err := upLab(ctx, log, c.Prefix, c.StateDir, events)
+	topo := lab.DefaultTopologyYAML()
+	if c.HostileIdentity != "" {
+		if topo, err = withIdentity(topo, c.HostileIdentity, hostileIdentity); err != nil {
+			return err
+		}
+	}
+	l, err := upLabTopology(ctx, log, c.Prefix, c.StateDir, events, topo)
 	if err != nil {
 		return err
 	}
@@ -562,6 +578,11 @@ func printTruth(w io.Writer, title string, t *lab.Truth) {
 // directory (installing the tools it needs) and waits for BGP to converge.
 // The caller takes it down.
 func upLab(ctx context.Context, log *slog.Logger, prefix, stateDir string, events io.Writer) (*lab.Lab, error) {
+	return upLabTopology(ctx, log, prefix, stateDir, events, lab.DefaultTopologyYAML())
+}
+
+// upLabTopology is upLab with the topology's YAML.
+func upLabTopology(ctx context.Context, log *slog.Logger, prefix, stateDir string, events io.Writer, topology []byte) (*lab.Lab, error) {
 	l, err := lab.New(lab.Options{StateDir: stateDir, Prefix: prefix, Logger: log, Events: events})
 	if err != nil {
 		return nil, err
@@ -569,10 +590,28 @@ func upLab(ctx context.Context, log *slog.Logger, prefix, stateDir string, event
 	if err := lab.EnsureTools(ctx, log); err != nil {
 		return nil, err
 	}
-	if err := l.Up(ctx, "default", lab.DefaultTopologyYAML()); err != nil {
+	if err := l.Up(ctx, "default", topology); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// withIdentity returns the topology YAML src with the CHAOS identity of
+// site replaced by identity (quoted).
+func withIdentity(src []byte, site, identity string) ([]byte, error) {
+	t, err := lab.ParseTopology("default", src)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(t.Sites, func(s lab.Site) bool { return s.Name == site })
+	if i < 0 {
+		return nil, fmt.Errorf("--hostile-identity %q: the lab has no such site", site)
+	}
+	old := "identity: " + t.Sites[i].Identity + ","
+	if strings.Count(string(src), old) != 1 {
+		return nil, fmt.Errorf("--hostile-identity %q: cannot find %q in the topology", site, old)
+	}
+	return []byte(strings.Replace(string(src), old, "identity: "+strconv.Quote(identity)+",", 1)), nil
 }
 
 // startStore starts a private PostgreSQL cluster in dir/pg and opens and
