@@ -23,7 +23,7 @@ deps:
 		{ echo "could not install postgresql: install it (apt-get install postgresql) and retry" >&2; exit 1; }; \
 	fi
 	@missing=""; \
-	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables scamper:scamper tcpdump:tcpdump; do \
+	for p in bird:bird2 nsd:nsd dig:dnsutils nft:nftables scamper:scamper tcpdump:tcpdump chromium:chromium; do \
 		command -v $${p%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${p%%:*} ] || missing="$$missing $${p#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -43,7 +43,7 @@ vet:
 # test: static checks, then every test with the race detector, against real
 # PostgreSQL clusters and real DNS servers on loopback.
 test: deps vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
 
 # demo (root): the anycast lab, database, collector, an agent in every vantage
 # point, a withdraw and a black hole, the truth check and the report.
