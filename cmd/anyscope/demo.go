@@ -432,6 +432,22 @@ func startAnalyzer(ctx context.Context, self, dir, dsn string) (stop func(), err
 	}, nil
 }
 
+// demoLocations place the lab's vantage points on the map, each in a city
+// near the site routing leads it to (vp2 and vp8, balanced between AMS and
+// FRA, in between). The lab has no propagation delay, so answers from a site
+// far from a vantage point's city are listed as impossible RTTs: a true
+// finding about the lab.
+var demoLocations = map[string][2]float64{
+	"vp1": {52.37, 4.90},  // Amsterdam
+	"vp2": {50.94, 6.96},  // Cologne
+	"vp3": {49.49, 8.47},  // Mannheim
+	"vp4": {1.49, 103.74}, // Johor Bahru
+	"vp5": {50.08, 8.24},  // Wiesbaden
+	"vp6": {49.87, 8.65},  // Darmstadt
+	"vp7": {51.45, -0.97}, // Reading
+	"vp8": {51.23, 6.77},  // Düsseldorf
+}
+
 // labAgents are agent processes running inside the lab's vantage points.
 type labAgents struct {
 	mu   sync.Mutex
@@ -466,7 +482,11 @@ func (a *labAgents) start(ctx context.Context, l *lab.Lab, st *store.Store, self
 	if err := os.MkdirAll(vdir, 0o700); err != nil {
 		return nil, err
 	}
-	_, token, err := st.AddAgent(ctx, store.AgentSpec{Name: name, Region: "lab"})
+	spec := store.AgentSpec{Name: name, Region: "lab"}
+	if loc, ok := demoLocations[vp]; ok {
+		spec.Latitude, spec.Longitude = &loc[0], &loc[1]
+	}
+	_, token, err := st.AddAgent(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
