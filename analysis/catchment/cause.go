@@ -19,6 +19,9 @@ const (
 	// spanIntervals is the withdrawal span in typical probe intervals when
 	// Config.WithdrawalSpan is zero.
 	spanIntervals = 3
+	// witnessSpans is how far back, in spans, a balancer's visit to a site
+	// still witnesses that the site was there.
+	witnessSpans = 3
 	// minReturns and maxAlternating bound load balancing: returns to a site
 	// already visited, among at most this many sites.
 	minReturns     = 2
@@ -329,6 +332,50 @@ func (a *Accumulator) classify() {
 		a.arrivals(idx, cohort[k], lines[k], v, inWin)
 	}
 
+	// A withdrawal is an event of the site: a vantage point's move away
+	// from (or back to) a site that one family shows withdrawn (or back)
+	// at the same time, for the same target, has that cause too, even where
+	// its own family had nobody to witness it (the other address family,
+	// another question).
+	type siteEvent struct {
+		target, site string
+		back         bool
+	}
+	evTimes := map[siteEvent][]int64{}
+	for i := range a.switches {
+		sw := &a.switches[i]
+		switch {
+		case v[i].withdrawal:
+			k := siteEvent{sw.stream.key.Target, sw.From, false}
+			evTimes[k] = append(evTimes[k], sw.At.UnixNano())
+		case v[i].restore:
+			k := siteEvent{sw.stream.key.Target, sw.To, true}
+			evTimes[k] = append(evTimes[k], sw.At.UnixNano())
+		}
+	}
+	for _, ts := range evTimes {
+		slices.Sort(ts)
+	}
+	near := func(k siteEvent, t, span int64) bool {
+		ts := evTimes[k]
+		n, _ := slices.BinarySearch(ts, t-2*span)
+		return n < len(ts) && ts[n] <= t+2*span
+	}
+	for i := range a.switches {
+		vi := &v[i]
+		if vi.balancer || vi.withdrawal || vi.restore {
+			continue
+		}
+		sw := &a.switches[i]
+		span, t := vi.fam.span, sw.At.UnixNano()
+		switch {
+		case near(siteEvent{sw.stream.key.Target, sw.From, false}, t, span):
+			vi.withdrawal, vi.inherited, vi.after = true, true, span
+		case near(siteEvent{sw.stream.key.Target, sw.To, true}, t, span):
+			vi.restore, vi.inherited, vi.arrivals = true, true, 1
+		}
+	}
+
 	// Sessions a withdrawal broke (or its end: the return resets
 	// connections too) say nothing of how flows are balanced. A withdrawal
 	// is seen in the moves of the site's catchment; the sessions it broke
@@ -439,7 +486,10 @@ func (a *Accumulator) departures(idx []int, tl, all *timeline, v []verdict, inWi
 			vi.lastLeft, vi.after = last, max(0, until-last)
 		case vi.cohort <= 1:
 			vi.single, vi.lastLeft = true, at
-			if all.active(sw.LastFrom.UnixNano(), span) >= 2 {
+			// Witnesses: others (balancers) reached the site in the few
+			// spans before; a balancer visits each of its sites only now
+			// and then.
+			if all.active(sw.LastFrom.UnixNano(), witnessSpans*span) >= 2 {
 				// Others reached the site too (balancers): if none of them
 				// does for a span after, the site went, not this path.
 				vi.witnessed = true
@@ -501,6 +551,12 @@ func (a *Accumulator) decide(sw *switchRec, vi *verdict) {
 	flowsStay := p.sessions == 0 || broken*2 < p.sessions
 	stayed := sw.stay >= minStay || sw.stay >= 1 && !sw.followed
 	switch {
+	case vi.inherited && vi.withdrawal:
+		sw.Cause = analysis.CauseWithdrawal
+		sw.Evidence = fmt.Sprintf("%s was withdrawn for this target at the same time (shown by another address or question)", sw.From)
+	case vi.inherited && vi.restore:
+		sw.Cause = analysis.CauseWithdrawal
+		sw.Evidence = fmt.Sprintf("%s came back for this target at the same time (shown by another address or question): a withdrawal ended", sw.To)
 	case vi.restore: // first: a return is better told as the end of the withdrawal
 		sw.Cause = analysis.CauseWithdrawal
 		sw.Evidence = fmt.Sprintf("%d vantage points arrived at %s within %s after none had seen it for %s: a withdrawal ended",
