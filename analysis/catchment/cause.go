@@ -161,6 +161,7 @@ type verdict struct {
 	cohort, moved      int
 	withdrawal, single bool
 	witnessed          bool  // single: others (balancers) reached the site too
+	inherited          bool  // the site's withdrawal (or return) was shown by another family
 	lastLeft, after    int64 // last departure in the span; how long From stayed unseen after it (checked)
 	restore            bool
 	arrivals           int
