@@ -40,6 +40,8 @@ func TestBrowser(t *testing.T) {
 		if shots, err = os.MkdirTemp("", "anyscope-screenshots-"); err != nil {
 			t.Fatal(err)
 		}
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("screenshots go to %s", shots)
 
@@ -304,6 +306,7 @@ func readEvents(t *testing.T, path string) map[string]time.Time {
 func startWeb(ctx context.Context, t *testing.T, dsn, dir string) string {
 	t.Helper()
 	ready := filepath.Join(dir, "web.addr")
+	os.Remove(ready) // a kept directory holds the previous run's address
 	logf, err := os.Create(filepath.Join(dir, "web.log"))
 	if err != nil {
 		t.Fatal(err)
