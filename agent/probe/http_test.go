@@ -28,8 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anyscope/anyscope/agent/lab"
 	api "github.com/anyscope/anyscope/collector/api/v1"
-	"github.com/anyscope/anyscope/lab"
 )
 
 // httpTestHost is the Host every test asks for; it resolves nowhere, so a probe

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anyscope/anyscope/agent/lab"
 	api "github.com/anyscope/anyscope/collector/api/v1"
-	"github.com/anyscope/anyscope/lab"
 )
 
 // sessionHelperEnv switches the test binary into a helper process of

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anyscope/anyscope/agent/lab"
 	api "github.com/anyscope/anyscope/collector/api/v1"
-	"github.com/anyscope/anyscope/lab"
 )
 
 // traceHelperEnv carries a traceJob to TestHelperTrace, which runs it in

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anyscope/anyscope/agent/lab"
 	"github.com/anyscope/anyscope/analysis"
 	api "github.com/anyscope/anyscope/collector/api/v1"
 	"github.com/anyscope/anyscope/collector/pgcluster/pgtest"
 	"github.com/anyscope/anyscope/collector/store"
-	"github.com/anyscope/anyscope/lab"
 )
 
 // TestAllowListHoldsOnTheWire: the collector's schedule names both lab

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anyscope/anyscope/lab"
+	"github.com/anyscope/anyscope/agent/lab"
 )
 
 // The browser acceptance of the dashboard: the demo feeds a database from

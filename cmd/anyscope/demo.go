@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/anyscope/anyscope/agent/lab"
 	"github.com/anyscope/anyscope/analysis"
 	"github.com/anyscope/anyscope/analysis/analyzer"
 	"github.com/anyscope/anyscope/analysis/catchment"
@@ -24,7 +25,6 @@ import (
 	"github.com/anyscope/anyscope/collector/pgcluster"
 	"github.com/anyscope/anyscope/collector/store"
 	"github.com/anyscope/anyscope/collector/targets"
-	"github.com/anyscope/anyscope/lab"
 )
 
 // DemoCmd runs anyscope end to end against the anycast lab: a BGP network

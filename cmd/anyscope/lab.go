@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/anyscope/anyscope/lab"
+	"github.com/anyscope/anyscope/agent/lab"
 )
 
 // LabCmd groups the anycast lab: a BGP network of namespaces on this machine.

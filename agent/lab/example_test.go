@@ -3,7 +3,7 @@ package lab_test
 import (
 	"fmt"
 
-	"github.com/anyscope/anyscope/lab"
+	"github.com/anyscope/anyscope/agent/lab"
 )
 
 func ExampleParseTopology() {
