@@ -30,6 +30,11 @@ import (
 // across restarts too.
 const scheduleCache = "schedule.json"
 
+// spoolCommitWindow spaces the spool's fsyncs: the rounds that end within
+// it share one (a round waits at most this long for its results to be
+// durable), instead of one fsync per round.
+const spoolCommitWindow = 200 * time.Millisecond
+
 // prober runs one kind of probe against one address.
 type prober interface {
 	Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result
@@ -114,7 +119,7 @@ func New(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, e
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.spool, err = spool.Open(c.SpoolDir, spool.Options{Logger: log})
+	a.spool, err = spool.Open(c.SpoolDir, spool.Options{Logger: log, CommitWindow: spoolCommitWindow})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
@@ -343,18 +348,19 @@ func (a *Agent) newProbers() error {
 }
 
 // round probes one address over each transport of its kind (DNS: UDP, then
-// TCP) and spools the results together, as one round.
+// TCP) and spools the results together, as one round. Only the probing
+// holds a concurrency slot, not the wait for the spool's fsync.
 func (a *Agent) round(ctx context.Context, j job) {
 	select {
 	case a.sem <- struct{}{}:
 	case <-ctx.Done():
 		return
 	}
-	defer func() { <-a.sem }()
 	var results []api.Result
 	for _, tr := range transports[j.kind] {
 		results = append(results, a.probe(ctx, j, tr)...)
 	}
+	<-a.sem
 	if ctx.Err() != nil {
 		// Shutdown interrupted the round: what it saw is not a measurement.
 		return

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -113,20 +115,45 @@ func identityQueries(t api.ScheduleTarget) []identityQuery {
 // start, whichever is earlier), and returns one result per transaction, with
 // Seq left zero for the spool to assign. It returns fewer results only when
 // ctx ends first. t.Name must be a valid target name.
+//
+// Over UDP every transaction has its own socket, so its own flow. Over TCP
+// the round's transactions share one connection (RFC 7766 §6.2.1), opened by
+// the first and closed when the round ends; see stream for how its failures
+// are shared. A transaction that is not sent because the connection failed
+// gets the same failure, measured when it would have been sent, without an
+// RTT.
 func (p *DNS) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result {
 	addr = addr.Unmap().WithZone("")
 	server := netip.AddrPortFrom(addr, p.opts.Port).String()
+	ex := exchanger(func(ctx context.Context, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
+		return exchange(ctx, string(transport), server, q, wire)
+	})
+	var s *stream
+	if transport == api.TransportTCP {
+		s = &stream{server: server}
+		defer s.close()
+		ex = s.exchange
+	}
 	var results []api.Result
 	for _, q := range identityQueries(t) {
-		if p.opts.Limiter != nil {
-			if err := p.opts.Limiter.Wait(ctx); err != nil {
+		var r api.Result
+		if s != nil && s.err != nil {
+			if ctx.Err() != nil {
 				break
 			}
+			// Nothing is sent: the round's connection failed.
+			r = api.Result{MeasuredAt: time.Now().UTC(), Kind: api.KindDNS, Transport: transport, Query: q.query, Failure: Classify(s.err)}
+		} else {
+			if p.opts.Limiter != nil {
+				if err := p.opts.Limiter.Wait(ctx); err != nil {
+					break
+				}
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			r = p.transact(ctx, ex, transport, q)
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		r := p.transact(ctx, server, transport, q)
 		r.Target = t.Name
 		r.Address = addr.String()
 		results = append(results, r)
@@ -134,8 +161,14 @@ func (p *DNS) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, 
 	return results
 }
 
+// exchanger sends q (packed as wire) and waits for the matching reply until
+// ctx's deadline. It returns the size of the reply on the wire and the time
+// from sending the query to receiving the reply; both are also set when the
+// reply was bogus.
+type exchanger func(ctx context.Context, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error)
+
 // transact runs one transaction and turns its outcome into a result.
-func (p *DNS) transact(ctx context.Context, server string, transport api.Transport, q identityQuery) api.Result {
+func (p *DNS) transact(ctx context.Context, ex exchanger, transport api.Transport, q identityQuery) api.Result {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
 	defer cancel()
 	start := time.Now()
@@ -152,7 +185,7 @@ func (p *DNS) transact(ctx context.Context, server string, transport api.Transpo
 		res.Failure = api.FailureUnknown
 		return res
 	}
-	r, size, rtt, err := exchange(ctx, string(transport), server, msg, wire)
+	r, size, rtt, err := ex(ctx, msg, wire)
 	if rtt > 0 {
 		res.RTTMicros = min(rtt.Microseconds(), api.MaxRTT.Microseconds())
 	}
@@ -192,24 +225,31 @@ func (p *DNS) query(q identityQuery) (*dns.Msg, []byte, error) {
 // longAgo is a deadline in the past: setting it interrupts blocked I/O.
 var longAgo = time.Unix(1, 0)
 
-// exchange sends q (packed as wire) to server over network ("udp" or "tcp") and waits for the
-// matching reply until ctx's deadline. It returns the size of the reply on the
-// wire and the time from sending the query to receiving the reply; both are
-// also set when the reply was bogus. Over UDP a reply with another message ID
-// is ignored (it may answer an earlier query from a reused port) but
-// remembered: if no matching reply follows, the error is ErrBogus, not a
-// timeout.
+// msgBufs holds read buffers of the largest DNS message, so that a
+// transaction does not allocate 64 KiB.
+var msgBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
+
+// exchange runs one transaction on its own connection to server over
+// network ("udp" or "tcp"); see exchanger.
 func exchange(ctx context.Context, network, server string, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
-	tcp := network == "tcp"
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, server)
 	if err != nil {
 		return nil, 0, 0, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
+	return roundTrip(ctx, conn, network == "tcp", q, wire)
+}
+
+// roundTrip sends q (packed as wire) on conn and waits for the matching
+// reply until ctx's deadline; see exchanger. Over UDP a reply with another
+// message ID is ignored (it may answer an earlier query from a reused port)
+// but remembered: if no matching reply follows, the error is ErrBogus, not a
+// timeout. When ctx ends, blocked I/O is interrupted by a deadline in the
+// past, which stays on conn.
+func roundTrip(ctx context.Context, conn net.Conn, tcp bool, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
+	dl, _ := ctx.Deadline() // zero: none
+	_ = conn.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(longAgo) })
 	defer stop()
 
@@ -228,9 +268,10 @@ func exchange(ctx context.Context, network, server string, q *dns.Msg, wire []by
 		straySize int
 		strayRTT  time.Duration
 	)
-	buf := make([]byte, dns.MaxMsgSize)
+	bp := msgBufs.Get().(*[]byte)
+	defer msgBufs.Put(bp)
 	for {
-		b, err := readMsg(conn, tcp, buf)
+		b, err := readMsg(conn, tcp, *bp)
 		if err != nil {
 			if stray != nil && Classify(ctxErr(ctx, err)) == api.FailureTimeout {
 				return nil, straySize, strayRTT, stray
@@ -251,6 +292,86 @@ func exchange(ctx context.Context, network, server string, q *dns.Msg, wire []by
 		}
 		return r, len(b), rtt, nil
 	}
+}
+
+// stream carries the TCP transactions of one round on one connection to
+// server. Each transaction keeps its own deadline and its own RTT, measured
+// from its own query (the connect is not part of it). How the connection
+// fares is shared:
+//
+//   - A failed connect, or a transaction on the connection that fails
+//     (timeout, RST, EOF mid-answer, write error), fails the connection: the
+//     round's remaining transactions are not sent and get the same
+//     classified failure.
+//   - A bogus answer fails only its own transaction; the stream may be out
+//     of step, so the next one opens a new connection.
+//   - A connection the server closed (FIN or RST) while no query was
+//     waiting is the server's policy (RFC 7766 §6.2.3), not a failure: the
+//     next transaction opens a new connection.
+type stream struct {
+	server string
+	conn   net.Conn
+	// err is what failed the connection, once it has.
+	err error
+}
+
+// exchange is the stream's exchanger.
+func (s *stream) exchange(ctx context.Context, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
+	if s.conn != nil && !idle(s.conn) {
+		s.close()
+	}
+	if s.conn == nil {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", s.server)
+		if err != nil {
+			s.err = err
+			return nil, 0, 0, err
+		}
+		s.conn = conn
+	}
+	r, size, rtt, err := roundTrip(ctx, s.conn, true, q, wire)
+	switch {
+	case err != nil && !errors.Is(err, ErrBogus):
+		s.err = err
+		s.close()
+	case err != nil || ctx.Err() != nil:
+		// Out of step, or ctx's end may have set a deadline in the past.
+		s.close()
+	}
+	return r, size, rtt, err
+}
+
+// close closes the connection, if any.
+func (s *stream) close() {
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
+}
+
+// idle reports whether conn, between two transactions, can carry the next:
+// nothing has arrived on it, neither data nor the server's FIN or RST. It
+// peeks without blocking and without touching conn's deadlines.
+func idle(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var (
+		b    [1]byte
+		rerr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		// 0 bytes and no error: a FIN.
+		_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); err != nil {
+		return false
+	}
+	return errors.Is(rerr, syscall.EAGAIN)
 }
 
 // readMsg reads one DNS message: one datagram, or one length-prefixed

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,7 +255,10 @@ func TestDNSProbeFailures(t *testing.T) {
 		want      api.Failure
 		alt       api.Failure // also acceptable (a race the kernel decides)
 		rcode     string
-		slow      bool // takes the whole timeout
+		// deadlines is how many transaction deadlines the probe waits out:
+		// over UDP each transaction its own, over TCP the first on the
+		// round's connection (the others inherit its failure).
+		deadlines int
 	}{
 		{
 			name:      "refused",
@@ -306,7 +311,7 @@ func TestDNSProbeFailures(t *testing.T) {
 			port: func(t *testing.T) uint16 {
 				return serveRaw(t, "127.0.0.1", func(q []byte) []byte { return []byte{q[0] ^ 0xff, q[1], 1, 2, 3} }, nil)
 			},
-			transport: api.TransportUDP, want: api.FailureDNSBogus, slow: true,
+			transport: api.TransportUDP, want: api.FailureDNSBogus, deadlines: 3,
 		},
 		{
 			name: "wrong question",
@@ -335,14 +340,14 @@ func TestDNSProbeFailures(t *testing.T) {
 		{
 			name:      "never answers",
 			port:      func(t *testing.T) uint16 { return serveRaw(t, "127.0.0.1", func([]byte) []byte { return nil }, nil) },
-			transport: api.TransportUDP, want: api.FailureTimeout, slow: true,
+			transport: api.TransportUDP, want: api.FailureTimeout, deadlines: 3,
 		},
 		{
 			name: "never answers over tcp",
 			port: func(t *testing.T) uint16 {
 				return serveRaw(t, "127.0.0.1", nil, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 			},
-			transport: api.TransportTCP, want: api.FailureTimeout, slow: true,
+			transport: api.TransportTCP, want: api.FailureTimeout, deadlines: 1,
 		},
 		{
 			name: "closes after reading the query",
@@ -418,16 +423,16 @@ func TestDNSProbeFailures(t *testing.T) {
 					t.Errorf("%s: timeout with rtt %dµs", r.Query, r.RTTMicros)
 				}
 			}
-			// Three transactions of at most one timeout each, and prompt.
-			limit := 3*timeout + 500*time.Millisecond
-			if !tt.slow {
+			// The deadlines waited out, and otherwise prompt.
+			limit := time.Duration(tt.deadlines)*timeout + 500*time.Millisecond
+			if tt.deadlines == 0 {
 				limit = timeout
 			}
 			if elapsed > limit {
 				t.Errorf("probe took %v, want at most %v", elapsed, limit)
 			}
-			if tt.slow && elapsed < 3*timeout {
-				t.Errorf("probe took %v, before its deadlines", elapsed)
+			if elapsed < time.Duration(tt.deadlines)*timeout {
+				t.Errorf("probe took %v, before its %d deadlines", elapsed, tt.deadlines)
 			}
 		})
 	}
@@ -551,5 +556,263 @@ func TestDNSProbeNSIDWithRefused(t *testing.T) {
 	// their question is the TXT: without it they count as refused.
 	if r := got[api.QueryHostnameBind]; r.Failure != api.FailureDNSRefused {
 		t.Errorf("hostname.bind: failure %q, want %q", r.Failure, api.FailureDNSRefused)
+	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// TestDNSProbeTCPOneConnectionPerRound: the TCP transactions of a round share
+// one connection, a new one per round, and each still gets its own answer.
+func TestDNSProbeTCPOneConnectionPerRound(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: l}
+	var (
+		mu   sync.Mutex
+		from []string // the client address of each query, in order
+	)
+	s := site{hostname: "ns1.ams.example.org", idServer: "AMS", nsid: []byte("ams-1")}
+	srv := &dns.Server{Listener: cl, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		mu.Lock()
+		from = append(from, w.RemoteAddr().String())
+		mu.Unlock()
+		s.ServeDNS(w, req)
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+
+	p := newProber(t, uint16(l.Addr().(*net.TCPAddr).Port), time.Second)
+	want := map[string]string{
+		api.QueryHostnameBind: "ns1.ams.example.org",
+		api.QueryIDServer:     "AMS",
+		api.QueryNSID:         "ams-1",
+	}
+	var previous string
+	for round := 1; round <= 3; round++ {
+		results := p.Probe(context.Background(), target, netip.MustParseAddr("127.0.0.1"), api.TransportTCP)
+		checkValid(t, results)
+		if len(results) != 3 {
+			t.Fatalf("round %d: got %d results, want 3", round, len(results))
+		}
+		for i, r := range results {
+			if q := identityQueries(target)[i].query; r.Query != q {
+				t.Errorf("round %d: result %d is %s, want %s", round, i, r.Query, q)
+			}
+			if r.Failure != api.FailureNone || r.DNS == nil || r.DNS.Identity != want[r.Query] || r.DNS.NSIDText != "ams-1" {
+				t.Errorf("round %d: %s: failure %q, values %+v; want identity %q", round, r.Query, r.Failure, r.DNS, want[r.Query])
+			}
+			if r.RTTMicros <= 0 {
+				t.Errorf("round %d: %s: rtt %dµs", round, r.Query, r.RTTMicros)
+			}
+		}
+		if n := cl.accepted.Load(); n != int32(round) {
+			t.Errorf("after round %d the server accepted %d connections, want %d", round, n, round)
+		}
+		mu.Lock()
+		got := slices.Clone(from)
+		mu.Unlock()
+		if len(got) != 3*round {
+			t.Fatalf("after round %d the server saw %d queries, want %d", round, len(got), 3*round)
+		}
+		last := got[len(got)-3:]
+		if last[0] != last[1] || last[1] != last[2] || last[0] == previous {
+			t.Errorf("round %d: queries came from %v (previous round from %s), want one new connection", round, last, previous)
+		}
+		previous = last[0]
+	}
+}
+
+// gateLimiter lets the first transaction go and every later one only after
+// the test server has closed a connection.
+type gateLimiter struct {
+	waits  int
+	closed chan struct{}
+}
+
+func (l *gateLimiter) Wait(ctx context.Context) error {
+	l.waits++
+	if l.waits == 1 {
+		return nil
+	}
+	select {
+	case <-l.closed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// answerTCP answers the identity query q, framed: TXT "ams" to a CHAOS
+// query, NSID "ams-1" always.
+func answerTCP(q []byte) []byte {
+	req := new(dns.Msg)
+	if err := req.Unpack(q); err != nil || len(req.Question) != 1 {
+		return frame([]byte("not a query"))
+	}
+	m := new(dns.Msg)
+	m.SetReply(req)
+	if qq := req.Question[0]; qq.Qclass == dns.ClassCHAOS {
+		m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}, Txt: []string{"ams"}})
+	}
+	m.SetEdns0(1232, false).IsEdns0().Option = []dns.EDNS0{&dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: hex.EncodeToString([]byte("ams-1"))}}
+	b, err := m.Pack()
+	if err != nil {
+		return frame([]byte("cannot pack"))
+	}
+	return frame(b)
+}
+
+// TestDNSProbeTCPRound: how the fate of the round's connection is shared by
+// its transactions. A connection that fails fails the transactions still to
+// come, which are not sent; a bogus answer fails its own; a connection the
+// server closed between two transactions is replaced.
+func TestDNSProbeTCPRound(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	ok := api.FailureNone
+	tests := []struct {
+		name string
+		// serve handles connection n (from 1); read reads the next query.
+		serve   func(c net.Conn, n int, read func() ([]byte, error), closed chan<- struct{})
+		gate    bool // transactions after the first wait for a closed connection
+		want    [3]api.Failure
+		conns   int32 // connections accepted
+		queries int32 // queries the server read
+	}{
+		{
+			name: "reset after the first answer",
+			serve: func(c net.Conn, n int, read func() ([]byte, error), _ chan<- struct{}) {
+				if q, err := read(); err == nil {
+					_, _ = c.Write(answerTCP(q))
+				}
+				_, _ = read()
+				_ = c.(*net.TCPConn).SetLinger(0)
+			},
+			want: [3]api.Failure{ok, api.FailureConnectionReset, api.FailureConnectionReset}, conns: 1, queries: 2,
+		},
+		{
+			name: "silent after the first answer",
+			serve: func(c net.Conn, n int, read func() ([]byte, error), _ chan<- struct{}) {
+				if q, err := read(); err == nil {
+					_, _ = c.Write(answerTCP(q))
+				}
+				for {
+					if _, err := read(); err != nil {
+						return
+					}
+				}
+			},
+			want: [3]api.Failure{ok, api.FailureTimeout, api.FailureTimeout}, conns: 1, queries: 2,
+		},
+		{
+			name: "closes half way through the second answer",
+			serve: func(c net.Conn, n int, read func() ([]byte, error), _ chan<- struct{}) {
+				if q, err := read(); err == nil {
+					_, _ = c.Write(answerTCP(q))
+				}
+				if q, err := read(); err == nil {
+					_, _ = c.Write(answerTCP(q)[:10])
+				}
+			},
+			want: [3]api.Failure{ok, api.FailureConnectionClosed, api.FailureConnectionClosed}, conns: 1, queries: 2,
+		},
+		{
+			name: "bogus first answer",
+			serve: func(c net.Conn, n int, read func() ([]byte, error), _ chan<- struct{}) {
+				for {
+					q, err := read()
+					if err != nil {
+						return
+					}
+					a := answerTCP(q)
+					if n == 1 {
+						a = frame([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+					}
+					_, _ = c.Write(a)
+				}
+			},
+			want: [3]api.Failure{api.FailureDNSBogus, ok, ok}, conns: 2, queries: 3,
+		},
+		{
+			name: "closes after every answer",
+			serve: func(c net.Conn, n int, read func() ([]byte, error), closed chan<- struct{}) {
+				if q, err := read(); err == nil {
+					_, _ = c.Write(answerTCP(q))
+				}
+				c.Close()
+				closed <- struct{}{}
+			},
+			gate: true,
+			want: [3]api.Failure{ok, ok, ok}, conns: 3, queries: 3,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var conns, queries atomic.Int32
+			// Registered before serveRaw's, so run after it has waited for
+			// the server's handlers: the counts are final then.
+			t.Cleanup(func() {
+				if n := conns.Load(); n != tt.conns {
+					t.Errorf("server accepted %d connections, want %d", n, tt.conns)
+				}
+				if n := queries.Load(); n != tt.queries {
+					t.Errorf("server read %d queries, want %d", n, tt.queries)
+				}
+			})
+			closed := make(chan struct{}, 3)
+			port := serveRaw(t, "127.0.0.1", nil, func(c net.Conn) {
+				n := conns.Add(1)
+				tt.serve(c, int(n), func() ([]byte, error) {
+					q, err := readTCPQuery(c)
+					if err == nil {
+						queries.Add(1)
+					}
+					return q, err
+				}, closed)
+			})
+			o := DNSOptions{Port: port, Timeout: timeout}
+			if tt.gate {
+				o.Limiter = &gateLimiter{closed: closed}
+			}
+			p, err := NewDNS(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			results := p.Probe(context.Background(), target, netip.MustParseAddr("127.0.0.1"), api.TransportTCP)
+			checkValid(t, results)
+			if len(results) != 3 {
+				t.Fatalf("got %d results, want 3", len(results))
+			}
+			for i, r := range results {
+				if r.Failure != tt.want[i] {
+					t.Errorf("%s: failure %q, want %q", r.Query, r.Failure, tt.want[i])
+				}
+				if r.Failure == api.FailureNone && (r.DNS == nil || r.DNS.NSIDText != "ams-1" || r.RTTMicros <= 0) {
+					t.Errorf("%s: values %+v, rtt %dµs; want the answer", r.Query, r.DNS, r.RTTMicros)
+				}
+				if r.Failure != api.FailureNone && r.Failure != api.FailureDNSBogus && r.RTTMicros != 0 {
+					t.Errorf("%s: %s with rtt %dµs", r.Query, r.Failure, r.RTTMicros)
+				}
+			}
+		})
 	}
 }

@@ -3,6 +3,15 @@
 // sees it, and stays on disk until the collector has acknowledged it, across
 // crashes, kill -9 and restarts.
 //
+// Appends share fsyncs (group commit): an Append writes its records at once,
+// then waits for an fsync that covers them, which may cover appends made by
+// other goroutines meanwhile; Options.CommitWindow spaces the fsyncs so that
+// more appends share each. An Append returns, and its results become
+// visible to Pending, only after that fsync. Records written but not yet
+// fsynced when the process dies are still in the file (the kernel has them)
+// and are found by Open like any other; after a machine crash they may be
+// gone, but nobody has seen them, so their numbers may be handed out again.
+//
 // The spool directory holds append-only segment files named after the
 // sequence number of their first record (00000000000000000001.seg), and the
 // acknowledged watermark in the file "acked". A record is framed as
@@ -66,6 +75,11 @@ var (
 type Options struct {
 	// SegmentBytes is the size at which segments are rotated.
 	SegmentBytes int64
+	// CommitWindow is the shortest time between two fsyncs of appends: an
+	// Append made sooner after the last fsync waits for the rest of the
+	// window, and appends made meanwhile share its fsync. Zero fsyncs at
+	// once (appends made during an fsync still share the next one).
+	CommitWindow time.Duration
 	// Logger receives recovery reports; nil discards them.
 	Logger *slog.Logger
 }
@@ -90,26 +104,55 @@ func (g *segment) size(i int) int64 {
 	return g.end - g.offs[i]
 }
 
-// Spool is an on-disk queue of results. It is safe for one goroutine calling
-// Append concurrently with one calling Pending and Ack (and any number
-// calling Stats and NextSeq).
+// Spool is an on-disk queue of results. It is safe for any number of
+// goroutines calling Append concurrently with one calling Pending and Ack
+// (and any number calling Stats and NextSeq).
+//
+// Locks are taken in the order wmu, rmu, cmu, mu, never the other way.
 type Spool struct {
 	dir      string
 	segBytes int64
+	window   time.Duration
 	log      *slog.Logger
 	lock     *os.File
 
-	wmu sync.Mutex // serialises Append; guards w
-	w   *os.File   // the last segment, open for appending; nil until needed
+	wmu      sync.Mutex // serialises writes; guards the fields below
+	w        *os.File   // the last segment, open for appending; nil until needed
+	wend     int64      // offset after the last record written to w
+	unsynced []write    // written and not yet visible, oldest first
+	writes   uint64     // writes so far: the number of the last one
 
 	rmu sync.Mutex // serialises Pending and Ack
 
+	cmu        sync.Mutex // guards the commit state below
+	commit     *sync.Cond // on cmu: signalled when durable or broken changes
+	committing bool       // an Append is waiting to fsync for everyone
+	durable    uint64     // the writes up to this number are fsynced and visible
+	lastSync   time.Time
+
+	// Seams for tests: fsync of a segment, and the wait for the commit
+	// window.
+	syncFile func(*os.File) error
+	sleep    func(time.Duration)
+
 	mu     sync.Mutex // guards the fields below
 	segs   []*segment
-	next   uint64 // the seq the next appended result gets
+	next   uint64 // the seq after the last visible result
+	wnext  uint64 // the seq the next written result gets; also guarded by wmu
 	acked  uint64
 	closed bool
 	broken error
+}
+
+// write is one Append's records: written, not yet fsynced or not yet
+// visible.
+type write struct {
+	n     uint64   // the write's number
+	g     *segment // written to
+	offs  []int64  // offset of each record
+	at    []int64  // MeasuredAt of each record
+	end   int64    // offset after the last record
+	first uint64   // seq of the first record
 }
 
 // Open opens the spool in dir, creating it if needed, and recovers from
@@ -124,7 +167,12 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &Spool{dir: dir, segBytes: opts.SegmentBytes, log: opts.Logger.With("spool", dir)}
+	if opts.CommitWindow < 0 {
+		return nil, fmt.Errorf("spool: negative commit window %v", opts.CommitWindow)
+	}
+	s := &Spool{dir: dir, segBytes: opts.SegmentBytes, window: opts.CommitWindow, log: opts.Logger.With("spool", dir)}
+	s.commit = sync.NewCond(&s.cmu)
+	s.syncFile, s.sleep = (*os.File).Sync, time.Sleep
 	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
@@ -213,6 +261,7 @@ func (s *Spool) recover() error {
 	if len(s.segs) > 0 {
 		s.next = max(s.next, s.segs[len(s.segs)-1].last()+1)
 	}
+	s.wnext = s.next
 	// Segments that were acknowledged but not yet deleted when the agent
 	// stopped.
 	for len(s.segs) > 0 && s.segs[0].last() <= acked {
@@ -233,6 +282,7 @@ func (s *Spool) recover() error {
 			return fmt.Errorf("spool: %w", err)
 		}
 		s.w = f
+		s.wend = s.segs[n-1].end
 	}
 	s.log.Debug("spool: opened", "next_seq", s.next, "acked", s.acked, "segments", len(s.segs))
 	return nil
@@ -327,24 +377,38 @@ func parse(b []byte) (api.Result, int64, string) {
 }
 
 // Append numbers results with the next sequence numbers, writes them and
-// fsyncs once for the whole call, and returns the numbered copies. Only
-// then are they visible to Pending. Results appended together were measured
-// together: those without a Round get the Seq of the call's first result. Every result must pass
-// api.Result.Validate once numbered; otherwise nothing is written.
+// waits for an fsync covering them (one for the whole call, maybe shared
+// with other appends), and returns the numbered copies. Only then are they
+// visible to Pending. Results appended together were measured together:
+// those without a Round get the Seq of the call's first result. Every result
+// must pass api.Result.Validate once numbered; otherwise nothing is written.
 func (s *Spool) Append(results []api.Result) ([]api.Result, error) {
 	if len(results) == 0 {
 		return nil, nil
 	}
+	out, n, err := s.write(results)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitDurable(n); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// write numbers and writes results, and returns the numbered copies and
+// the write's number.
+func (s *Spool) write(results []api.Result) ([]api.Result, uint64, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
-	next, closed, broken := s.next, s.closed, s.broken
+	next, closed, broken := s.wnext, s.closed, s.broken
 	s.mu.Unlock()
 	switch {
 	case closed:
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	case broken != nil:
-		return nil, broken
+		return nil, 0, broken
 	}
 
 	out := make([]api.Result, len(results))
@@ -357,14 +421,14 @@ func (s *Spool) Append(results []api.Result) ([]api.Result, error) {
 			r.Round = next
 		}
 		if err := r.Validate(); err != nil {
-			return nil, fmt.Errorf("spool: result %d: %w", i, err)
+			return nil, 0, fmt.Errorf("spool: result %d: %w", i, err)
 		}
 		payload, err := json.Marshal(r)
 		if err != nil {
-			return nil, fmt.Errorf("spool: result %d: %w", i, err)
+			return nil, 0, fmt.Errorf("spool: result %d: %w", i, err)
 		}
 		if len(payload) > maxRecordBytes {
-			return nil, fmt.Errorf("spool: result %d: %d bytes of JSON", i, len(payload))
+			return nil, 0, fmt.Errorf("spool: result %d: %d bytes of JSON", i, len(payload))
 		}
 		offs[i] = int64(len(buf))
 		at[i] = r.MeasuredAt.UnixNano()
@@ -376,32 +440,109 @@ func (s *Spool) Append(results []api.Result) ([]api.Result, error) {
 
 	g, err := s.writable()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	base := g.end
+	base := s.wend
 	if _, err := s.w.Write(buf); err != nil {
-		// Nothing was fsynced: cut the partial write off and carry on.
+		// Not fsynced: cut the partial write off and carry on.
 		if terr := s.w.Truncate(base); terr != nil {
-			return nil, s.breakDown(fmt.Errorf("writing %s: %w; truncating it: %w", g.path, err, terr))
+			return nil, 0, s.breakDown(fmt.Errorf("writing %s: %w; truncating it: %w", g.path, err, terr))
 		}
-		return nil, fmt.Errorf("spool: writing %s: %w", g.path, err)
+		return nil, 0, fmt.Errorf("spool: writing %s: %w", g.path, err)
 	}
-	if err := s.w.Sync(); err != nil {
-		// After a failed fsync the kernel may have dropped the dirty pages:
-		// what is on disk is unknown until the file is read again.
-		_ = s.w.Truncate(base)
-		return nil, s.breakDown(fmt.Errorf("fsync %s: %w", g.path, err))
-	}
-
-	s.mu.Lock()
 	for i := range offs {
-		g.offs = append(g.offs, base+offs[i])
-		g.at = append(g.at, at[i])
+		offs[i] += base
 	}
-	g.end = base + int64(len(buf))
-	s.next = next + uint64(len(results))
+	s.wend = base + int64(len(buf))
+	s.writes++
+	s.unsynced = append(s.unsynced, write{n: s.writes, g: g, offs: offs, at: at, end: s.wend, first: next})
+	s.mu.Lock()
+	s.wnext = next + uint64(len(results))
 	s.mu.Unlock()
-	return out, nil
+	return out, s.writes, nil
+}
+
+// waitDurable returns once write n is fsynced and visible. One waiting
+// Append at a time fsyncs for all, when the commit window allows; the others
+// wait for it.
+func (s *Spool) waitDurable(n uint64) error {
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
+	for s.durable < n {
+		s.mu.Lock()
+		broken := s.broken
+		s.mu.Unlock()
+		if broken != nil {
+			return broken
+		}
+		if s.committing {
+			s.commit.Wait()
+			continue
+		}
+		s.committing = true
+		wait := time.Until(s.lastSync.Add(s.window))
+		s.cmu.Unlock()
+		if wait > 0 {
+			s.sleep(wait)
+		}
+		s.wmu.Lock()
+		s.syncLocked()
+		s.wmu.Unlock()
+		s.cmu.Lock()
+		s.committing = false
+		s.commit.Broadcast()
+	}
+	return nil
+}
+
+// syncLocked fsyncs the writes not yet durable and makes them visible, or
+// breaks the spool when the fsync fails. The caller holds wmu.
+func (s *Spool) syncLocked() {
+	if len(s.unsynced) == 0 {
+		return
+	}
+	s.mu.Lock()
+	broken := s.broken
+	s.mu.Unlock()
+	if broken == nil {
+		// Writes to an earlier segment were fsynced when it was rotated.
+		if err := s.syncFile(s.w); err != nil {
+			// After a failed fsync the kernel may have dropped the dirty
+			// pages: what is on disk is unknown until the file is read
+			// again.
+			last := s.unsynced[len(s.unsynced)-1].g
+			for _, w := range s.unsynced {
+				if w.g == last {
+					_ = s.w.Truncate(w.offs[0])
+					break
+				}
+			}
+			s.breakDown(fmt.Errorf("fsync %s: %w", last.path, err))
+		} else {
+			s.publishLocked()
+		}
+	}
+	s.cmu.Lock()
+	s.lastSync = time.Now()
+	s.commit.Broadcast()
+	s.cmu.Unlock()
+}
+
+// publishLocked makes the fsynced writes visible. The caller holds wmu.
+func (s *Spool) publishLocked() {
+	s.mu.Lock()
+	for _, w := range s.unsynced {
+		w.g.offs = append(w.g.offs, w.offs...)
+		w.g.at = append(w.g.at, w.at...)
+		w.g.end = w.end
+		s.next = w.first + uint64(len(w.offs))
+	}
+	s.mu.Unlock()
+	n := s.unsynced[len(s.unsynced)-1].n
+	s.unsynced = s.unsynced[:0]
+	s.cmu.Lock()
+	s.durable = n
+	s.cmu.Unlock()
 }
 
 // breakDown marks the spool unusable.
@@ -415,19 +556,27 @@ func (s *Spool) breakDown(err error) error {
 }
 
 // writable returns the segment to append to, rotating when the current one
-// is full. The caller holds wmu.
+// is full: the writes to the full one are fsynced first. The caller holds
+// wmu.
 func (s *Spool) writable() (*segment, error) {
 	s.mu.Lock()
 	var g *segment
 	if n := len(s.segs); n > 0 {
 		g = s.segs[n-1]
 	}
-	next := s.next
+	next := s.wnext
 	s.mu.Unlock()
-	if s.w != nil && g != nil && g.end < s.segBytes {
+	if s.w != nil && g != nil && s.wend < s.segBytes {
 		return g, nil
 	}
 	if s.w != nil {
+		s.syncLocked()
+		s.mu.Lock()
+		broken := s.broken
+		s.mu.Unlock()
+		if broken != nil {
+			return nil, broken
+		}
 		if err := s.w.Close(); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
@@ -445,6 +594,7 @@ func (s *Spool) writable() (*segment, error) {
 		return nil, err
 	}
 	s.w = f
+	s.wend = 0
 	g = &segment{first: next, path: path}
 	s.mu.Lock()
 	s.segs = append(s.segs, g)
@@ -639,7 +789,7 @@ func (s *Spool) Reseed(lastSeq uint64) error {
 		return err
 	}
 	s.mu.Lock()
-	s.acked, s.next = lastSeq, lastSeq+1
+	s.acked, s.next, s.wnext = lastSeq, lastSeq+1, lastSeq+1
 	s.mu.Unlock()
 	return nil
 }
@@ -648,13 +798,15 @@ func (s *Spool) Reseed(lastSeq uint64) error {
 func (s *Spool) NextSeq() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.next
+	return s.wnext
 }
 
-// Close releases the spool; everything appended is already durable.
+// Close releases the spool. Appends still waiting for their fsync get it
+// first; everything Append returned was durable already.
 func (s *Spool) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.syncLocked()
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	s.mu.Lock()
