@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anyscope/anyscope/agent/probe"
@@ -45,10 +46,35 @@ type job struct {
 func (j job) target() api.ScheduleTarget {
 	t := api.ScheduleTarget{Name: j.name, NSIDQName: j.qname, SessionLifeSeconds: j.life.Seconds()}
 	if j.http != "" {
-		t.HTTP = new(api.HTTPSpec)
-		json.Unmarshal([]byte(j.http), t.HTTP) // marshalled by plan: cannot fail
+		spec := *httpSpec(j.http)
+		t.HTTP = &spec
 	}
 	return t
+}
+
+// httpSpecs caches decoded HTTP specs by their JSON: a job decodes its spec
+// at every round otherwise. Schedules name few distinct specs; the cache
+// starts over past maxHTTPSpecs, so changing schedules cannot grow it.
+var (
+	httpSpecs  sync.Map // string → *api.HTTPSpec
+	nHTTPSpecs atomic.Int32
+)
+
+const maxHTTPSpecs = 1024
+
+// httpSpec decodes a spec marshalled by plan (it cannot fail), once.
+func httpSpec(js string) *api.HTTPSpec {
+	if v, ok := httpSpecs.Load(js); ok {
+		return v.(*api.HTTPSpec)
+	}
+	spec := new(api.HTTPSpec)
+	json.Unmarshal([]byte(js), spec)
+	if nHTTPSpecs.Add(1) > maxHTTPSpecs {
+		httpSpecs.Clear()
+		nHTTPSpecs.Store(1)
+	}
+	v, _ := httpSpecs.LoadOrStore(js, spec)
+	return v.(*api.HTTPSpec)
 }
 
 // key names the job for its start offset: every job of an agent starts at

@@ -116,23 +116,27 @@ func identityQueries(t api.ScheduleTarget) []identityQuery {
 // Seq left zero for the spool to assign. It returns fewer results only when
 // ctx ends first. t.Name must be a valid target name.
 //
-// Over UDP every transaction has its own socket, so its own flow. Over TCP
-// the round's transactions share one connection (RFC 7766 §6.2.1), opened by
-// the first and closed when the round ends; see stream for how its failures
-// are shared. A transaction that is not sent because the connection failed
+// A round's transactions share one socket: over UDP one flow (see
+// datagram), over TCP one connection (RFC 7766 §6.2.1), opened by the first
+// and closed when the round ends; see stream for how its failures are
+// shared. A transaction that is not sent because the connection failed
 // gets the same failure, measured when it would have been sent, without an
 // RTT.
 func (p *DNS) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result {
 	addr = addr.Unmap().WithZone("")
-	server := netip.AddrPortFrom(addr, p.opts.Port).String()
-	ex := exchanger(func(ctx context.Context, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
-		return exchange(ctx, string(transport), server, q, wire)
-	})
-	var s *stream
+	server := netip.AddrPortFrom(addr, p.opts.Port)
+	var (
+		ex exchanger
+		s  *stream
+	)
 	if transport == api.TransportTCP {
-		s = &stream{server: server}
+		s = &stream{server: server.String()}
 		defer s.close()
 		ex = s.exchange
+	} else {
+		d := &datagram{server: server}
+		defer d.close()
+		ex = d.exchange
 	}
 	var results []api.Result
 	for _, q := range identityQueries(t) {
@@ -229,18 +233,6 @@ var longAgo = time.Unix(1, 0)
 // transaction does not allocate 64 KiB.
 var msgBufs = sync.Pool{New: func() any { b := make([]byte, dns.MaxMsgSize); return &b }}
 
-// exchange runs one transaction on its own connection to server over
-// network ("udp" or "tcp"); see exchanger.
-func exchange(ctx context.Context, network, server string, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, server)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	defer conn.Close()
-	return roundTrip(ctx, conn, network == "tcp", q, wire)
-}
-
 // roundTrip sends q (packed as wire) on conn and waits for the matching
 // reply until ctx's deadline; see exchanger. Over UDP a reply with another
 // message ID is ignored (it may answer an earlier query from a reused port)
@@ -291,6 +283,41 @@ func roundTrip(ctx context.Context, conn net.Conn, tcp bool, q *dns.Msg, wire []
 			return nil, len(b), rtt, err
 		}
 		return r, len(b), rtt, nil
+	}
+}
+
+// datagram carries the UDP transactions of one round on one socket, so one
+// flow (a round's queries meet the same ECMP choices; rounds differ by
+// source port). A socket is reused only after a transaction that got its
+// answer: after a timeout or a bogus reply, a late or stray datagram could
+// otherwise be taken for the next query's answer, so the next transaction
+// gets a fresh socket.
+type datagram struct {
+	server netip.AddrPort
+	conn   *net.UDPConn
+}
+
+// exchange is the datagram's exchanger.
+func (d *datagram) exchange(ctx context.Context, q *dns.Msg, wire []byte) (*dns.Msg, int, time.Duration, error) {
+	if d.conn == nil {
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(d.server))
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		d.conn = conn
+	}
+	r, size, rtt, err := roundTrip(ctx, d.conn, false, q, wire)
+	if err != nil || ctx.Err() != nil {
+		d.close()
+	}
+	return r, size, rtt, err
+}
+
+// close closes the socket, if any.
+func (d *datagram) close() {
+	if d.conn != nil {
+		d.conn.Close()
+		d.conn = nil
 	}
 }
 

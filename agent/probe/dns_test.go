@@ -816,3 +816,66 @@ func TestDNSProbeTCPRound(t *testing.T) {
 		})
 	}
 }
+
+// TestDNSProbeUDPOneSocketPerRound: the UDP transactions of a round share
+// one socket (one flow) while they are answered; after a transaction that
+// timed out, the next one gets a fresh socket, so a late answer cannot be
+// taken for its own.
+func TestDNSProbeUDPOneSocketPerRound(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		from []string                // the client address of each query, in order
+		drop = map[int]bool{4: true} // round 2's first query (hostname.bind) goes unanswered
+	)
+	s := site{hostname: "ns1.ams.example.org", idServer: "AMS", nsid: []byte("ams-1")}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		mu.Lock()
+		from = append(from, w.RemoteAddr().String())
+		n := len(from)
+		mu.Unlock()
+		if !drop[n] {
+			s.ServeDNS(w, req)
+		}
+	})}
+	started := make(chan struct{})
+	srv.NotifyStartedFunc = func() { close(started) }
+	go func() { _ = srv.ActivateAndServe() }()
+	<-started
+	t.Cleanup(func() { _ = srv.Shutdown() })
+
+	p := newProber(t, uint16(pc.LocalAddr().(*net.UDPAddr).Port), 300*time.Millisecond)
+	for round := 1; round <= 2; round++ {
+		results := p.Probe(context.Background(), target, netip.MustParseAddr("127.0.0.1"), api.TransportUDP)
+		checkValid(t, results)
+		if len(results) != 3 {
+			t.Fatalf("round %d: got %d results, want 3", round, len(results))
+		}
+		for i, r := range results {
+			want := api.FailureNone
+			if round == 2 && i == 0 {
+				want = api.FailureTimeout
+			}
+			if r.Failure != want {
+				t.Errorf("round %d: %s: failure %q, want %q", round, r.Query, r.Failure, want)
+			}
+		}
+	}
+	mu.Lock()
+	got := slices.Clone(from)
+	mu.Unlock()
+	if len(got) != 6 {
+		t.Fatalf("the server saw %d queries, want 6: %v", len(got), got)
+	}
+	if got[0] != got[1] || got[1] != got[2] {
+		t.Errorf("round 1's queries came from %v, want one socket", got[:3])
+	}
+	// Round 2: the first query timed out; the other two share a fresh socket.
+	if got[4] == got[3] || got[4] != got[5] {
+		t.Errorf("round 2's queries came from %v, want the first alone, then one new socket", got[3:])
+	}
+}

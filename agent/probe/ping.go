@@ -89,7 +89,17 @@ type Ping struct {
 	// testHook, when set (tests only), may adjust each pinger just before
 	// it runs.
 	testHook func(*probing.Pinger)
+
+	// groupOK caches PingGroupAllowed for groupTTL: reading the sysctl and
+	// the process's groups at every series costs more than the series.
+	groupMu   sync.Mutex
+	groupOK   bool
+	groupRead time.Time
 }
+
+// groupTTL is how long a reading of ping_group_range is trusted; a changed
+// sysctl is seen within it.
+const groupTTL = 30 * time.Second
 
 // NewPing validates o, applies defaults and returns a prober.
 func NewPing(o PingOptions) (*Ping, error) {
@@ -292,13 +302,23 @@ func (p *Ping) socketKind() (privileged, ok bool) {
 	case PingPrivileged:
 		return true, true
 	}
-	if PingGroupAllowed() {
+	if p.groupAllowed() {
 		return false, true
 	}
 	if os.Geteuid() == 0 {
 		return true, true
 	}
 	return false, false
+}
+
+// groupAllowed is PingGroupAllowed, read at most once per groupTTL.
+func (p *Ping) groupAllowed() bool {
+	p.groupMu.Lock()
+	defer p.groupMu.Unlock()
+	if now := time.Now(); p.groupRead.IsZero() || now.Sub(p.groupRead) > groupTTL {
+		p.groupOK, p.groupRead = PingGroupAllowed(), now
+	}
+	return p.groupOK
 }
 
 // PingGroupAllowed reports whether net.ipv4.ping_group_range (of this

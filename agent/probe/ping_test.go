@@ -124,13 +124,18 @@ func (j pingJob) run() ([]pingOutcome, error) {
 		}
 		out[i].Addr = a
 		out[i].From = []string{}
+		// A series' echo requests are pingers of their own, answered
+		// concurrently.
+		var mu sync.Mutex
 		p.testHook = func(pinger *probing.Pinger) {
 			if j.SameID != 0 {
 				pinger.SetID(j.SameID)
 			}
 			next := pinger.OnRecv
 			pinger.OnRecv = func(pkt *probing.Packet) {
+				mu.Lock()
 				out[i].From = append(out[i].From, pkt.IPAddr.IP.String())
+				mu.Unlock()
 				next(pkt)
 			}
 		}

@@ -201,6 +201,15 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 		}
 	}()
 
+	// The lab's routers and servers forward and answer the agent's packets
+	// in the agent's own context unless its links hand them to NAPI
+	// threads; on a real vantage point other machines do that work.
+	for _, vp := range []string{benchAgentVP, benchIdleVP} {
+		if err := l.OffloadForwarding(ctx, vp); err != nil {
+			return "", err
+		}
+	}
+
 	step("starting a private PostgreSQL cluster in %s", filepath.Join(dir, "pg"))
 	st, dsn, stopDB, err := startStore(ctx, log, dir)
 	if err != nil {
@@ -258,6 +267,10 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 		return "", err
 	}
 	busyS, idleS := &procSeries{pid: busy.Process.Pid}, &procSeries{pid: idle.Process.Pid}
+	napi0, err := napiTicks(benchAgentVP)
+	if err != nil {
+		return "", err
+	}
 	end := time.Now().Add(c.Duration)
 	for {
 		for _, s := range []*procSeries{busyS, idleS} {
@@ -278,6 +291,10 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 		return "", err
 	}
 	window := busyS.last.at.Sub(busyS.first.at)
+	napi1, err := napiTicks(benchAgentVP)
+	if err != nil {
+		return "", err
+	}
 
 	step("stopping the agents (each ships what it still holds)")
 	if err := agents.stop(); err != nil {
@@ -302,6 +319,8 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 	fmt.Printf("idle agent, same binary and config, empty schedule (%s): CPU %.2f%% (user %.2f%%, kernel %.2f%%), RSS mean %.1f MB, max %.1f MB, peak (VmHWM) %.1f MB; at the end %.1f MB anonymous + %.1f MB file-backed\n",
 		benchIdleVP, i.cpuPct, i.userPct, i.sysPct, i.rssMean, i.rssMax, i.hwm, i.anon, i.file)
 	fmt.Printf("measured/idle: CPU %s, peak RSS %s\n", ratio(b.cpuPct, i.cpuPct), ratio(b.hwm, i.hwm))
+	fmt.Printf("the lab's routing and delivery of the measured agent's packets (NAPI threads of its routers' links, not the agent; a real vantage point's upstream does this): %.2f%% of one core\n",
+		float64(napi1-napi0)/tck/window.Seconds()*100)
 	fmt.Printf("results stored in the window: %d (%.1f/s; the schedule asks %.1f/s: %.1f of periodic rounds, %.1f of sessions ending every %s)\n",
 		stored, float64(stored)/window.Seconds(), asked+sessions, asked, sessions, benchSessionLife)
 	var counts []string
@@ -455,30 +474,72 @@ func (s *procSeries) stats(tck float64) procStats {
 	return st
 }
 
-// readProc reads utime+stime from /proc/<pid>/stat and VmRSS and VmHWM from
-// /proc/<pid>/status.
-func readProc(pid int) (procSample, error) {
-	p := procSample{at: time.Now()}
+// napiTicks sums the CPU time (user and kernel, clock ticks) of the NAPI
+// threads that receive what node sends: the kernel names them after the
+// router-side interface, to-<node>, and its NAPI id (napi/to-vp1-8193,
+// truncated to 15 characters). See lab.OffloadForwarding.
+func napiTicks(node string) (uint64, error) {
+	prefix := "napi/to-" + node + "-"
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var sum uint64
+	found := false
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(comm)), prefix[:min(len(prefix), 15)]) {
+			continue
+		}
+		utime, stime, err := readCPUTicks(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		sum += utime + stime
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("no NAPI thread %s* found: is the lab's forwarding offloaded?", prefix)
+	}
+	return sum, nil
+}
+
+// readCPUTicks reads utime and stime from /proc/<pid>/stat.
+func readCPUTicks(pid int) (utime, stime uint64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return p, err
+		return 0, 0, err
 	}
 	// The command name (field 2) may hold spaces: fields count from the
 	// last ')'. After it come state (field 3) … utime (14), stime (15).
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return p, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return p, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	utime, err1 := strconv.ParseUint(f[11], 10, 64)
 	stime, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return p, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
-	p.utime, p.stime = utime, stime
+	return utime, stime, nil
+}
+
+// readProc reads utime+stime from /proc/<pid>/stat and VmRSS and VmHWM from
+// /proc/<pid>/status.
+func readProc(pid int) (procSample, error) {
+	p := procSample{at: time.Now()}
+	var err error
+	if p.utime, p.stime, err = readCPUTicks(pid); err != nil {
+		return p, err
+	}
 	status, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return p, err
