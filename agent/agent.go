@@ -115,11 +115,14 @@ func New(cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*Agent, e
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	var err error
-	a.client, err = shipper.NewClient(shipper.ClientOptions{URL: c.Collector, Token: c.token, Agent: c.Name})
+	a.client, err = shipper.NewClient(shipper.ClientOptions{URL: c.Collector, Token: c.token, Agent: c.Name, TLS: c.TLS.shipper(), Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.spool, err = spool.Open(c.SpoolDir, spool.Options{Logger: log, CommitWindow: spoolCommitWindow})
+	// Segments are at most a quarter of the cap, so that a full spool drops
+	// a quarter of its results at most at once.
+	a.spool, err = spool.Open(c.SpoolDir, spool.Options{Logger: log, CommitWindow: spoolCommitWindow,
+		MaxBytes: c.SpoolMaxBytes, SegmentBytes: min(spool.DefaultSegmentBytes, c.SpoolMaxBytes/4)})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -9,12 +11,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/anyscope/anyscope/agent/shipper"
 	api "github.com/anyscope/anyscope/collector/api/v1"
 )
 
@@ -26,7 +30,11 @@ const (
 	DefaultMaxRate         = 20
 	DefaultMaxTargetRate   = 5
 	DefaultConcurrency     = 8
+	DefaultSpoolMaxBytes   = 1 << 30
 )
+
+// minSpoolMaxBytes is the smallest spool cap.
+const minSpoolMaxBytes = 1 << 20
 
 // Limits on configured values.
 const (
@@ -42,6 +50,7 @@ const (
 //	token_file: /etc/anyscope/token             # or token: "…" (exactly one)
 //	name: vp-ams-1                              # must match the token's agent
 //	spool_dir: /var/lib/anyscope/spool
+//	spool_max_bytes: 1073741824                 # beyond it the oldest results are dropped, and reported lost
 //	allow: [192.0.2.0/24, 2001:db8::/32]        # the only addresses ever probed
 //	location: {lat: 52.37, lon: 4.90, provider: example-hosting, region: eu-west}
 //	timeout: 2s                                 # per DNS transaction
@@ -50,6 +59,7 @@ const (
 //	max_target_rate: 5                          # probe packets per second to one target, at most
 //	concurrency: 8                              # rounds running at once, at most
 //	dns_port: 53                                # only labs and tests change it
+//	tls: {ca_file: ca.pem, cert_file: agent.pem, key_file: agent-key.pem}  # https only; see TLS
 //
 // Relative paths are relative to the directory of the configuration file.
 type Config struct {
@@ -58,6 +68,10 @@ type Config struct {
 	TokenFile string `yaml:"token_file"`
 	Name      string `yaml:"name"`
 	SpoolDir  string `yaml:"spool_dir"`
+	// SpoolMaxBytes caps the spool on disk (default 1 GiB, at least 1
+	// MiB): when the collector stays away so long that it fills up, the
+	// oldest results are dropped and the collector is told they are lost.
+	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
 	// Allow lists the prefixes this agent may probe. It is local on purpose:
 	// a schedule from the collector alone never authorises an address.
 	Allow    []string  `yaml:"allow"`
@@ -77,6 +91,8 @@ type Config struct {
 	Concurrency int `yaml:"concurrency"`
 	// DNSPort is the port DNS targets are probed on.
 	DNSPort uint16 `yaml:"dns_port"`
+	// TLS configures HTTPS towards an https:// collector (see TLS).
+	TLS *TLS `yaml:"tls"`
 
 	// Once makes Run measure every scheduled address once, ship everything
 	// and return. It is set by the process (a flag), not by the file.
@@ -132,6 +148,7 @@ func parseConfig(b []byte, dir string) (*Config, error) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
+	c.TLS.resolve(dir)
 	if err := c.check(lines{root.Content[0]}); err != nil {
 		return nil, err
 	}
@@ -220,8 +237,17 @@ func (c *Config) check(l lines) error {
 	if !api.ValidName(c.Name) {
 		return fmt.Errorf("%sname %q: want 1-63 characters of [A-Za-z0-9._-], starting with a letter or digit", l.at("name"), c.Name)
 	}
+	if err := c.TLS.check(l, u, c.Name); err != nil {
+		return err
+	}
 	if c.SpoolDir == "" {
 		return errors.New("spool_dir is required")
+	}
+	switch {
+	case c.SpoolMaxBytes == 0:
+		c.SpoolMaxBytes = DefaultSpoolMaxBytes
+	case c.SpoolMaxBytes < minSpoolMaxBytes:
+		return fmt.Errorf("%sspool_max_bytes %d: want at least %d (1 MiB)", l.at("spool_max_bytes"), c.SpoolMaxBytes, minSpoolMaxBytes)
 	}
 
 	if len(c.Allow) == 0 {
@@ -297,4 +323,124 @@ func (c *Config) Allowed(addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// TLS configures HTTPS towards the collector:
+//
+//	tls:
+//	  ca_file: /etc/anyscope/collector-ca.pem  # trust only this CA, not the system's roots
+//	  cert_file: /etc/anyscope/agent.pem       # client certificate, for a collector that requires one
+//	  key_file: /etc/anyscope/agent-key.pem
+//	  server_name: collector.example.org       # the name in the collector's certificate, if not the URL's host
+//
+// A ca_file replaces the system's roots, so that only the collector's own
+// CA can vouch for it. The client certificate must name the agent, as the
+// collector requires: a URI SAN anyscope://agent/<name> or a DNS SAN
+// <name>. It and its key are read again when they change, so a renewal
+// needs no restart.
+type TLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// resolve makes t's paths relative to dir absolute.
+func (t *TLS) resolve(dir string) {
+	if t == nil {
+		return
+	}
+	for _, p := range []*string{&t.CAFile, &t.CertFile, &t.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// check validates t for the collector at u and the agent called name,
+// loading its files.
+func (t *TLS) check(l lines, u *url.URL, name string) error {
+	if t == nil {
+		return nil
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("%stls: collector %s is not https://; a CA or client certificate needs an https:// collector", l.at("tls"), u.Redacted())
+	}
+	if t.CAFile != "" {
+		b, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return fmt.Errorf("%stls.ca_file: %w", l.at("tls", "ca_file"), err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			return fmt.Errorf("%stls.ca_file %s: no PEM certificate in it", l.at("tls", "ca_file"), t.CAFile)
+		}
+	}
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		return fmt.Errorf("%stls: cert_file and key_file go together: set both or neither", l.at("tls"))
+	case t.CertFile != "":
+		certPEM, err := os.ReadFile(t.CertFile)
+		if err != nil {
+			return fmt.Errorf("%stls.cert_file: %w", l.at("tls", "cert_file"), err)
+		}
+		keyPEM, err := os.ReadFile(t.KeyFile)
+		if err != nil {
+			return fmt.Errorf("%stls.key_file: %w", l.at("tls", "key_file"), err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return fmt.Errorf("%stls: cert_file %s with key_file %s: %w", l.at("tls", "key_file"), t.CertFile, t.KeyFile, err)
+		}
+		if !clientAuthAllowed(cert.Leaf) {
+			return fmt.Errorf("%stls.cert_file %s: the certificate's extended key usage does not allow client authentication", l.at("tls", "cert_file"), t.CertFile)
+		}
+		if !certNames(cert.Leaf, name) {
+			return fmt.Errorf("%stls.cert_file %s does not name agent %q: want a URI SAN anyscope://agent/%s or a DNS SAN %s",
+				l.at("tls", "cert_file"), t.CertFile, name, name, name)
+		}
+	}
+	if s := t.ServerName; s != "" && !validServerName(s) {
+		return fmt.Errorf("%stls.server_name %q: want a host name or an IP address", l.at("tls", "server_name"), s)
+	}
+	return nil
+}
+
+// shipper returns the shipper's TLS options; nil when t is.
+func (t *TLS) shipper() *shipper.TLSOptions {
+	if t == nil {
+		return nil
+	}
+	return &shipper.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}
+}
+
+// clientAuthAllowed reports whether cert may authenticate a TLS client.
+func clientAuthAllowed(cert *x509.Certificate) bool {
+	if len(cert.ExtKeyUsage) == 0 && len(cert.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	return slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) || slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageAny)
+}
+
+// certNames reports whether cert names the agent as the collector requires
+// (collector.CertNamesAgent, which the agent does not link).
+func certNames(cert *x509.Certificate, name string) bool {
+	for _, u := range cert.URIs {
+		if u.String() == "anyscope://agent/"+name {
+			return true
+		}
+	}
+	return slices.Contains(cert.DNSNames, name)
+}
+
+// validServerName reports whether s is an IP address or a host name.
+func validServerName(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	if len(s) > 253 || strings.HasPrefix(s, ".") || strings.Contains(s, "..") {
+		return false
+	}
+	return strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-')
+	}) < 0
 }

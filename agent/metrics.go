@@ -75,10 +75,42 @@ func newMetrics(reg prometheus.Registerer, sp *spool.Spool) (*metrics, error) {
 		}
 		return time.Since(t).Seconds()
 	})
-	for _, c := range []prometheus.Collector{m.probes, m.refused, m.skipped, m.jobs, m.dropped, m.scheduleFetches, pendingResults, pendingBytes, oldest} {
+	pendingGaps := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Subsystem: sub, Name: "spool_pending_gaps",
+		Help: "Gaps (runs of results the spool lost) not yet acknowledged by the collector.",
+	}, func() float64 { _, n := sp.Losses(); return float64(n) })
+	losses := &spoolLosses{sp: sp,
+		results: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "spool_dropped_results_total"),
+			"Results the spool lost, by reason: spool_full (dropped, oldest first, to stay under spool_max_bytes), segment_lost (a segment missing or unreadable at start), record_corrupt (a record that no longer read back). Each loss is reported to the collector as a gap.",
+			[]string{"reason"}, nil),
+		gaps: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "spool_gaps_total"),
+			"Gaps recorded for the results the spool lost, by reason (a gap that grows as a full spool keeps dropping counts once).",
+			[]string{"reason"}, nil),
+	}
+	for _, c := range []prometheus.Collector{m.probes, m.refused, m.skipped, m.jobs, m.dropped, m.scheduleFetches, pendingResults, pendingBytes, oldest, pendingGaps, losses} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
 	}
 	return m, nil
+}
+
+// spoolLosses exports the spool's own counts of what it lost.
+type spoolLosses struct {
+	sp            *spool.Spool
+	results, gaps *prometheus.Desc
+}
+
+func (c *spoolLosses) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.results
+	ch <- c.gaps
+}
+
+func (c *spoolLosses) Collect(ch chan<- prometheus.Metric) {
+	byReason, _ := c.sp.Losses()
+	for _, r := range api.GapReasons {
+		l := byReason[r]
+		ch <- prometheus.MustNewConstMetric(c.results, prometheus.CounterValue, float64(l.Results), string(r))
+		ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.CounterValue, float64(l.Gaps), string(r))
+	}
 }

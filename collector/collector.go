@@ -2,7 +2,10 @@
 // their schedule from. It authenticates every request with the agent's bearer
 // token, validates every field, and acknowledges a batch only after the store
 // committed it; re-delivered results are answered with success, so agents can
-// simply re-send whatever they have not seen acknowledged.
+// simply re-send whatever they have not seen acknowledged. It serves HTTPS,
+// optionally requiring client certificates that name the agent (TLSOptions),
+// and protects itself with per-agent rate limits (429) and a cap on ingest
+// requests in flight (503), both answered with Retry-After.
 package collector
 
 import (
@@ -11,8 +14,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,11 +36,13 @@ type Store interface {
 	Authenticate(ctx context.Context, token string) (store.Agent, error)
 	Hello(ctx context.Context, agentID int64, loc *api.Location) (store.Agent, error)
 	Ingest(ctx context.Context, agent store.Agent, results []api.Result) (accepted, duplicates int, err error)
+	IngestGaps(ctx context.Context, agent store.Agent, gaps []api.Gap) (accepted, duplicates int, err error)
 	ActiveTargets(ctx context.Context) ([]store.Target, error)
 	Ping(ctx context.Context) error
 }
 
-// Options tune the collector. Zero values take the defaults.
+// Options tune the collector. Zero values take the defaults (for the
+// per-agent rates: no limit).
 type Options struct {
 	// MaxBodyBytes caps a request body, compressed and decompressed alike.
 	MaxBodyBytes int64
@@ -49,6 +56,32 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// RequestRate limits each bearer token to this many requests per second
+	// on average (hello, schedule and results alike), RequestBurst at once
+	// (twice the rate when zero). Beyond it: 429 with Retry-After. Zero
+	// RequestRate means no limit; `anyscope collector` sets
+	// DefaultRequestRate.
+	RequestRate, RequestBurst float64
+	// ResultRate limits the results each agent delivers per second on
+	// average, ResultBurst at once (twice the rate when zero). A batch is
+	// charged once decoded and stored even if that overdraws the agent's
+	// bucket; the agent's next batch gets 429 with Retry-After until the
+	// debt is repaid. Zero ResultRate means no limit; `anyscope collector`
+	// sets DefaultResultRate.
+	ResultRate, ResultBurst float64
+	// MaxIngest caps the results requests being decoded and stored at once
+	// (DefaultMaxIngest when zero); one more waits up to IngestWait
+	// (DefaultIngestWait when zero) for a slot, then gets 503 with a small,
+	// jittered Retry-After.
+	MaxIngest  int
+	IngestWait time.Duration
+	// LimiterKeys caps the token buckets kept per kind (DefaultLimiterKeys
+	// when zero).
+	LimiterKeys int
+	// TLS, when set, is the collector's certificate and, for mutual TLS,
+	// its client CA; serve with TLSConfig.
+	TLS *TLSOptions
 }
 
 // Defaults.
@@ -65,6 +98,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	reg     *prometheus.Registry
+	lim     limits
+	tls     *tlsFiles // nil: plain HTTP
 
 	mu          sync.Mutex
 	targets     []store.Target
@@ -100,19 +135,79 @@ func New(st Store, opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m, err := newMetrics(opts.Registry)
+	if err := limitDefaults(&opts); err != nil {
+		return nil, err
+	}
+	s := &Server{st: st, opts: opts, log: opts.Logger, reg: opts.Registry, lim: limits{
+		seed:  maphash.MakeSeed(),
+		slots: make(chan struct{}, opts.MaxIngest),
+		wait:  opts.IngestWait,
+	}}
+	if opts.RequestRate > 0 {
+		s.lim.requests = newBuckets(opts.RequestRate, opts.RequestBurst, opts.LimiterKeys)
+	}
+	if opts.ResultRate > 0 {
+		s.lim.results = newBuckets(opts.ResultRate, opts.ResultBurst, opts.LimiterKeys)
+	}
+	m, err := newMetrics(opts.Registry, s.lim.requests, s.lim.results)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{st: st, opts: opts, log: opts.Logger, metrics: m, reg: opts.Registry}, nil
+	s.metrics = m
+	if opts.TLS != nil {
+		if s.tls, err = newTLSFiles(*opts.TLS, opts.Logger, m, opts.Now); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// limitDefaults validates the limits in o and fills in their defaults.
+func limitDefaults(o *Options) error {
+	for _, v := range []struct {
+		name string
+		val  float64
+	}{{"request rate", o.RequestRate}, {"request burst", o.RequestBurst}, {"result rate", o.ResultRate}, {"result burst", o.ResultBurst}} {
+		if v.val < 0 || math.IsNaN(v.val) || math.IsInf(v.val, 0) {
+			return fmt.Errorf("collector: %s %v: want zero or a positive number", v.name, v.val)
+		}
+	}
+	if o.RequestBurst == 0 {
+		o.RequestBurst = max(1, 2*o.RequestRate)
+	}
+	if o.ResultBurst == 0 {
+		o.ResultBurst = max(1, 2*o.ResultRate)
+	}
+	if o.RequestRate > 0 && o.RequestBurst < 1 {
+		return fmt.Errorf("collector: request burst %v: want at least 1 (one request)", o.RequestBurst)
+	}
+	switch {
+	case o.MaxIngest == 0:
+		o.MaxIngest = DefaultMaxIngest
+	case o.MaxIngest < 0:
+		return fmt.Errorf("collector: max ingest %d: want a positive number of requests", o.MaxIngest)
+	}
+	switch {
+	case o.IngestWait == 0:
+		o.IngestWait = DefaultIngestWait
+	case o.IngestWait < 0:
+		return fmt.Errorf("collector: ingest wait %s: want a positive duration", o.IngestWait)
+	}
+	switch {
+	case o.LimiterKeys == 0:
+		o.LimiterKeys = DefaultLimiterKeys
+	case o.LimiterKeys < 0:
+		return fmt.Errorf("collector: limiter keys %d: want a positive number", o.LimiterKeys)
+	}
+	return nil
 }
 
 // Handler returns the collector's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+api.PathHello, s.postHello)
-	mux.HandleFunc("POST "+api.PathResults, s.postResults)
-	mux.HandleFunc("GET "+api.PathSchedule, s.getSchedule)
+	mux.Handle("POST "+api.PathHello, s.admit(s.postHello, false))
+	mux.Handle("POST "+api.PathResults, s.admit(s.postResults, true))
+	mux.Handle("GET "+api.PathSchedule, s.admit(s.getSchedule, false))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
@@ -142,7 +237,8 @@ func (s *Server) writeError(w http.ResponseWriter, e *httpError) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="anyscope"`)
 	}
 	if e.retry > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(e.retry/time.Second)))
+		// Whole seconds, rounded up: never earlier than asked.
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((e.retry+time.Second-1)/time.Second), 10))
 	}
 	writeJSON(w, e.code, api.Error{Error: e.msg})
 }
@@ -169,19 +265,36 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-// authenticate finds the agent behind the request's bearer token.
-func (s *Server) authenticate(r *http.Request) (store.Agent, *httpError) {
+// bearer returns the request's bearer token.
+func bearer(r *http.Request) (string, *httpError) {
 	h := r.Header.Get("Authorization")
 	scheme, token, ok := strings.Cut(h, " ")
 	if h == "" {
-		return store.Agent{}, fail(http.StatusUnauthorized, "no_token", "missing Authorization: Bearer token")
+		return "", fail(http.StatusUnauthorized, "no_token", "missing Authorization: Bearer token")
 	}
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || len(token) > 512 {
-		return store.Agent{}, fail(http.StatusUnauthorized, "bad_token", "malformed Authorization header: want \"Bearer <token>\"")
+		return "", fail(http.StatusUnauthorized, "bad_token", "malformed Authorization header: want \"Bearer <token>\"")
 	}
-	a, err := s.st.Authenticate(r.Context(), strings.TrimSpace(token))
+	return strings.TrimSpace(token), nil
+}
+
+// authenticate finds the agent behind the request's bearer token and, with
+// mutual TLS, checks the client certificate names it. A request admit let
+// through was authenticated there already.
+func (s *Server) authenticate(r *http.Request) (store.Agent, *httpError) {
+	if a, ok := authenticated(r.Context()); ok {
+		return a, nil
+	}
+	token, herr := bearer(r)
+	if herr != nil {
+		return store.Agent{}, herr
+	}
+	a, err := s.st.Authenticate(r.Context(), token)
 	switch {
 	case err == nil:
+		if herr := s.checkClientCert(r, a.Name); herr != nil {
+			return store.Agent{}, herr
+		}
 		return a, nil
 	case errors.Is(err, store.ErrUnauthorized):
 		return store.Agent{}, fail(http.StatusUnauthorized, "bad_token", "unknown, revoked or expired token")
@@ -233,6 +346,33 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A gap may describe results of any age (they are lost, not stored),
+	// but not of the future.
+	for i, g := range b.Gaps {
+		if t := latestTime(g.LostFrom, g.LostTo); t.After(now.Add(s.opts.MaxFuture)) {
+			s.writeError(w, fail(http.StatusUnprocessableEntity, "bad_time",
+				"gaps[%d]: lost results measured at %s, more than %s ahead of the collector's clock",
+				i, t.UTC().Format(time.RFC3339), s.opts.MaxFuture))
+			return
+		}
+	}
+	if len(b.Gaps) > 0 {
+		gapsNew, _, err := s.st.IngestGaps(r.Context(), agent, b.Gaps)
+		if err != nil {
+			if errors.Is(err, store.ErrInvalid) {
+				s.writeError(w, fail(http.StatusUnprocessableEntity, "invalid", "%s", err.Error()))
+				return
+			}
+			s.writeError(w, s.storeError(err))
+			return
+		}
+		if gapsNew > 0 {
+			for _, g := range b.Gaps {
+				s.log.Warn("agent lost results before upload", "agent", agent.Name, "first_seq", g.FirstSeq, "last_seq", g.LastSeq,
+					"results", g.Count, "reason", g.Reason, "measured_from", g.LostFrom, "measured_to", g.LostTo)
+			}
+		}
+	}
 	ingestStart := time.Now()
 	accepted, dups, err := s.st.Ingest(r.Context(), agent, b.Results)
 	s.metrics.ingestSeconds.Observe(time.Since(ingestStart).Seconds())
@@ -250,7 +390,15 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request) {
 	s.metrics.lastSeen.WithLabelValues(agent.Name).Set(float64(now.Unix()))
 	s.log.Debug("batch stored", "agent", agent.Name, "batch_seq", b.BatchSeq,
 		"accepted", accepted, "duplicates", dups, "took", time.Since(start))
-	writeJSON(w, http.StatusOK, api.Ack{BatchSeq: b.BatchSeq, Accepted: accepted, Duplicates: dups})
+	writeJSON(w, http.StatusOK, api.Ack{BatchSeq: b.BatchSeq, Accepted: accepted, Duplicates: dups, Gaps: len(b.Gaps)})
+}
+
+// latestTime is the later of two times, zero ones ignored.
+func latestTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // maxHelloBytes caps a hello's body.
@@ -305,6 +453,7 @@ func (s *Server) decodeBatch(w http.ResponseWriter, r *http.Request) (*api.Batch
 		}
 		return nil, fail(code, reason, "%s", err.Error())
 	}
+	s.chargeResults(r, len(b.Results))
 	return &b, nil
 }
 

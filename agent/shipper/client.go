@@ -4,14 +4,20 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	api "github.com/anyscope/anyscope/collector/api/v1"
@@ -62,7 +68,37 @@ type ClientOptions struct {
 	// Timeout bounds every request; DefaultTimeout when zero.
 	Timeout time.Duration
 	// HTTPClient is used when set (for its transport); Timeout still applies.
+	// It excludes TLS.
 	HTTPClient *http.Client
+	// TLS configures HTTPS towards the collector; nil uses the system's
+	// roots and no client certificate.
+	TLS *TLSOptions
+	// Logger tells when a renewed client certificate does not load.
+	Logger *slog.Logger
+}
+
+// DefaultTLSReloadCheck is the least time between two looks at the client
+// certificate files for a renewal.
+const DefaultTLSReloadCheck = 5 * time.Second
+
+// TLSOptions configure the client's TLS. Only an https:// collector takes
+// them.
+type TLSOptions struct {
+	// CAFile, when set, holds the PEM certificates of the CAs the
+	// collector's certificate must chain to, instead of the system's roots
+	// (a private collector CA then is the only one trusted).
+	CAFile string
+	// CertFile and KeyFile hold the agent's client certificate chain and
+	// private key (PEM) for a collector that requires mutual TLS. They are
+	// read again when they change, looked at most every ReloadCheck
+	// (DefaultTLSReloadCheck when zero), so a renewal needs no restart; a
+	// renewal that does not load is logged and the previous certificate
+	// stays in use.
+	CertFile, KeyFile string
+	ReloadCheck       time.Duration
+	// ServerName is the name the collector's certificate must carry (and
+	// the SNI sent); empty means the URL's host.
+	ServerName string
 }
 
 // Client speaks the collector API (api.PathResults and api.PathSchedule).
@@ -92,8 +128,24 @@ func NewClient(o ClientOptions) (*Client, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	hc := o.HTTPClient
-	if hc == nil {
+	switch {
+	case o.TLS != nil && hc != nil:
+		return nil, errors.New("shipper: HTTPClient and TLS are mutually exclusive")
+	case o.TLS != nil && u.Scheme != "https":
+		return nil, fmt.Errorf("shipper: collector url %q: TLS settings need an https:// URL", o.URL)
+	case o.TLS != nil:
+		cfg, err := clientTLS(*o.TLS, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg
+		hc = &http.Client{Timeout: o.Timeout, Transport: tr}
+	case hc == nil:
 		hc = &http.Client{Timeout: o.Timeout}
 	}
 	return &Client{
@@ -135,8 +187,8 @@ func (c *Client) Upload(ctx context.Context, b *api.Batch) (*api.Ack, error) {
 	if err := json.Unmarshal(b2, &ack); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAnswer, err)
 	}
-	if ack.BatchSeq != b.BatchSeq || ack.Accepted < 0 || ack.Duplicates < 0 || ack.Accepted+ack.Duplicates != len(b.Results) {
-		return nil, fmt.Errorf("%w: batch %d with %d results answered by %+v", ErrBadAnswer, b.BatchSeq, len(b.Results), ack)
+	if ack.BatchSeq != b.BatchSeq || ack.Accepted < 0 || ack.Duplicates < 0 || ack.Accepted+ack.Duplicates != len(b.Results) || ack.Gaps != len(b.Gaps) {
+		return nil, fmt.Errorf("%w: batch %d with %d results and %d gaps answered by %+v", ErrBadAnswer, b.BatchSeq, len(b.Results), len(b.Gaps), ack)
 	}
 	return &ack, nil
 }
@@ -187,6 +239,106 @@ func (c *Client) Schedule(ctx context.Context) (*api.Schedule, error) {
 		return nil, fmt.Errorf("%w: decoding schedule: %w", ErrBadAnswer, err)
 	}
 	return &s, nil
+}
+
+// clientTLS builds the TLS configuration o describes, loading its files now.
+func clientTLS(o TLSOptions, log *slog.Logger) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.ServerName}
+	if o.CAFile != "" {
+		b, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("shipper: tls: CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("shipper: tls: CA file %s: no PEM certificate in it", o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case o.CertFile != "" && o.KeyFile != "":
+		kp, err := newKeyPair(o, log)
+		if err != nil {
+			return nil, err
+		}
+		cfg.GetClientCertificate = kp.get
+	case o.CertFile != "" || o.KeyFile != "":
+		return nil, errors.New("shipper: tls: a client certificate needs both its certificate and its key file")
+	}
+	return cfg, nil
+}
+
+// keyPair is a client certificate read again from its files when they
+// change.
+type keyPair struct {
+	certFile, keyFile string
+	every             time.Duration
+	log               *slog.Logger
+
+	mu        sync.Mutex
+	next      time.Time // when to look at the files again
+	cert, key []byte    // contents in use
+	bad       []byte    // cert and key contents that last failed
+	cur       *tls.Certificate
+}
+
+func newKeyPair(o TLSOptions, log *slog.Logger) (*keyPair, error) {
+	if o.ReloadCheck == 0 {
+		o.ReloadCheck = DefaultTLSReloadCheck
+	}
+	if o.ReloadCheck < 0 {
+		return nil, fmt.Errorf("shipper: tls: reload check %s: want a positive interval", o.ReloadCheck)
+	}
+	k := &keyPair{certFile: o.CertFile, keyFile: o.KeyFile, every: o.ReloadCheck, log: log}
+	cert, key, err := k.read()
+	if err == nil {
+		err = k.install(cert, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shipper: tls: client certificate: %w", err)
+	}
+	k.next = time.Now().Add(k.every)
+	return k, nil
+}
+
+func (k *keyPair) read() (cert, key []byte, err error) {
+	if cert, err = os.ReadFile(k.certFile); err == nil {
+		key, err = os.ReadFile(k.keyFile)
+	}
+	return cert, key, err
+}
+
+func (k *keyPair) install(cert, key []byte) error {
+	c, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return fmt.Errorf("%s, %s: %w", k.certFile, k.keyFile, err)
+	}
+	k.cur, k.cert, k.key, k.bad = &c, cert, key, nil
+	return nil
+}
+
+// get is tls.Config.GetClientCertificate: the current certificate, after a
+// look at the files when ReloadCheck has passed.
+func (k *keyPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now := time.Now(); !now.Before(k.next) {
+		k.next = now.Add(k.every)
+		cert, key, err := k.read()
+		switch {
+		case err != nil:
+			k.log.Warn("shipper: cannot read the client certificate; using the previous one", "err", err)
+		case bytes.Equal(cert, k.cert) && bytes.Equal(key, k.key), bytes.Equal(slices.Concat(cert, key), k.bad):
+		default:
+			if err := k.install(cert, key); err != nil {
+				k.bad = slices.Concat(cert, key)
+				k.log.Error("shipper: renewed client certificate does not load; using the previous one", "err", err)
+			} else {
+				k.log.Info("shipper: client certificate reloaded", "file", k.certFile)
+			}
+		}
+	}
+	return k.cur, nil
 }
 
 // do sends req with the agent's credentials and returns the body of a 2xx

@@ -1,6 +1,8 @@
 // Package shipper uploads spooled results to the collector and tells the
 // spool to forget them only once the collector has acknowledged them; on any
 // failure it keeps the data and retries with jittered exponential backoff.
+// The gaps the spool recorded (results it lost) travel in the same batches,
+// alone when no result is pending, and are forgotten the same way.
 package shipper
 
 import (
@@ -21,8 +23,14 @@ import (
 type Spool interface {
 	// Pending returns the oldest unacknowledged results in seq order.
 	Pending(maxResults, maxBytes int) ([]api.Result, error)
-	// Ack forgets every result up to and including upTo.
+	// Ack forgets every result up to and including upTo. Sequence numbers
+	// below upTo that never arrive are in gaps.
 	Ack(upTo uint64) error
+	// PendingGaps returns at most max gaps (lost results) the collector
+	// has not acknowledged.
+	PendingGaps(max int) []api.Gap
+	// AckGaps forgets gaps the collector acknowledged.
+	AckGaps(gaps []api.Gap) error
 }
 
 // Defaults for Options.
@@ -183,19 +191,28 @@ func (s *Shipper) Flush(ctx context.Context) error {
 	}
 }
 
-// ShipOnce uploads one batch of pending results and acknowledges it in the
-// spool once the collector acknowledged it. It returns how many results were
-// shipped: zero with a nil error when nothing is pending.
+// ShipOnce uploads one batch of pending results and gaps and acknowledges
+// them in the spool once the collector acknowledged them. It returns how
+// many results and gaps were shipped: zero with a nil error when nothing is
+// pending.
+//
+// The spool's watermark moves to the batch's highest sequence number: the
+// numbers below it that the batch lacks are in gaps, already delivered or
+// kept until they are.
 func (s *Shipper) ShipOnce(ctx context.Context) (int, error) {
 	rs, err := s.sp.Pending(s.batchMax, s.opts.MaxBatchBytes)
 	if err != nil {
 		return 0, fmt.Errorf("shipper: reading spool: %w", err)
 	}
-	if len(rs) == 0 {
+	gs := s.sp.PendingGaps(api.MaxBatchGaps)
+	if len(rs) == 0 && len(gs) == 0 {
 		return 0, nil
 	}
+	if rs == nil {
+		rs = []api.Result{}
+	}
 	s.batchSeq++
-	b := &api.Batch{Agent: s.c.agent, BatchSeq: s.batchSeq, Results: rs}
+	b := &api.Batch{Agent: s.c.agent, BatchSeq: s.batchSeq, Results: rs, Gaps: gs}
 	start := time.Now()
 	ack, err := s.c.Upload(ctx, b)
 	s.m.latency.Observe(time.Since(start).Seconds())
@@ -207,14 +224,27 @@ func (s *Shipper) ShipOnce(ctx context.Context) (int, error) {
 	for _, r := range rs {
 		upTo = max(upTo, r.Seq)
 	}
-	if err := s.sp.Ack(upTo); err != nil {
-		return 0, fmt.Errorf("shipper: acknowledging up to seq %d in the spool: %w", upTo, err)
+	if upTo > 0 {
+		if err := s.sp.Ack(upTo); err != nil {
+			return 0, fmt.Errorf("shipper: acknowledging up to seq %d in the spool: %w", upTo, err)
+		}
+	}
+	if len(gs) > 0 {
+		if err := s.sp.AckGaps(gs); err != nil {
+			return 0, fmt.Errorf("shipper: acknowledging %d gaps in the spool: %w", len(gs), err)
+		}
+		var lost uint64
+		for _, g := range gs {
+			lost += g.Count
+		}
+		s.log.Warn("shipper: reported results lost at this agent to the collector", "gaps", len(gs), "results", lost,
+			"first_seq", gs[0].FirstSeq, "last_seq", gs[len(gs)-1].LastSeq)
 	}
 	s.m.accepted.Add(float64(ack.Accepted))
 	s.m.duplicates.Add(float64(ack.Duplicates))
-	s.log.Debug("shipper: batch acknowledged", "batch_seq", b.BatchSeq, "results", len(rs),
+	s.log.Debug("shipper: batch acknowledged", "batch_seq", b.BatchSeq, "results", len(rs), "gaps", len(gs),
 		"up_to_seq", upTo, "duplicates", ack.Duplicates)
-	return len(rs), nil
+	return len(rs) + len(gs), nil
 }
 
 // delay decides how long to wait after a failed attempt, and says why.

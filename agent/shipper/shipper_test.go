@@ -36,11 +36,12 @@ type collector struct {
 	batches  []api.Batch // acknowledged batches
 	attempts []time.Time // every POST
 	stored   map[uint64]api.Result
+	gaps     map[uint64]api.Gap // by first seq
 	schedule api.Schedule
 }
 
 func newCollector(t *testing.T, script ...string) (*collector, *httptest.Server) {
-	c := &collector{t: t, script: script, stored: map[uint64]api.Result{}}
+	c := &collector{t: t, script: script, stored: map[uint64]api.Result{}, gaps: map[uint64]api.Gap{}}
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
 	return c, srv
@@ -102,6 +103,9 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "huge":
 		_, _ = w.Write(bytes.Repeat([]byte(" "), maxAckBytes+10))
 		return
+	case "nogaps":
+		// Acknowledges the results but not the gaps: not an answer to
+		// this batch.
 	default:
 		c.t.Errorf("unknown script step %q", step)
 	}
@@ -127,6 +131,14 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ack := api.Ack{BatchSeq: b.BatchSeq}
 	c.mu.Lock()
+	if step != "nogaps" {
+		for _, g := range b.Gaps {
+			if old, ok := c.gaps[g.FirstSeq]; !ok || g.LastSeq > old.LastSeq {
+				c.gaps[g.FirstSeq] = g
+			}
+		}
+		ack.Gaps = len(b.Gaps)
+	}
 	for _, r := range b.Results {
 		if _, ok := c.stored[r.Seq]; ok {
 			ack.Duplicates++

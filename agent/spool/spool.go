@@ -23,6 +23,16 @@
 // off at the last good record, and numbering continues after the highest
 // sequence number that was ever durable, so numbers are neither reused nor
 // skipped.
+//
+// Results the spool loses become gaps (api.Gap), kept in the file "gaps"
+// until the collector has acknowledged them: when Options.MaxBytes would be
+// exceeded, the oldest segments are dropped, whole (api.GapSpoolFull); a
+// segment missing from the middle of the sequence, or unreadable from its
+// start, is found by Open (api.GapSegmentLost); a record that no longer
+// reads back is found by Pending (api.GapRecordCorrupt). The acknowledged
+// watermark then means: every result up to it was acknowledged by the
+// collector or is recorded in a gap. A damaged spool is never a reason for
+// Open to fail: what can be read is kept, the rest is a gap.
 package spool
 
 import (
@@ -80,6 +90,13 @@ type Options struct {
 	// window, and appends made meanwhile share its fsync. Zero fsyncs at
 	// once (appends made during an fsync still share the next one).
 	CommitWindow time.Duration
+	// MaxBytes caps the size of the segment files together; zero means no
+	// cap. When an append would exceed it, the oldest segments are dropped,
+	// whole, and their unacknowledged results recorded as a gap; the
+	// segment being written is never dropped, so one append larger than
+	// what the other segments free may overshoot. At least twice
+	// SegmentBytes.
+	MaxBytes int64
 	// Logger receives recovery reports; nil discards them.
 	Logger *slog.Logger
 }
@@ -108,10 +125,13 @@ func (g *segment) size(i int) int64 {
 // goroutines calling Append concurrently with one calling Pending and Ack
 // (and any number calling Stats and NextSeq).
 //
-// Locks are taken in the order wmu, rmu, cmu, mu, never the other way.
+// Locks are taken in the order wmu, rmu, gmu, cmu, mu, never the other
+// way. An append that must drop segments to stay under MaxBytes takes rmu
+// too, so that no Pending reads a segment while it is dropped.
 type Spool struct {
 	dir      string
 	segBytes int64
+	maxBytes int64
 	window   time.Duration
 	log      *slog.Logger
 	lock     *os.File
@@ -122,7 +142,13 @@ type Spool struct {
 	unsynced []write    // written and not yet visible, oldest first
 	writes   uint64     // writes so far: the number of the last one
 
-	rmu sync.Mutex // serialises Pending and Ack
+	rmu sync.Mutex // serialises Pending, Ack and dropping segments
+
+	gmu       sync.Mutex // guards the gap list, its file and the fields below
+	gaps      []gapEntry // by FirstSeq, disjoint
+	gapsDirty bool       // the file is behind the list
+	maxGaps   int        // gaps awaiting the collector before they are merged
+	losses    map[api.GapReason]Loss
 
 	cmu        sync.Mutex // guards the commit state below
 	commit     *sync.Cond // on cmu: signalled when durable or broken changes
@@ -156,7 +182,8 @@ type write struct {
 }
 
 // Open opens the spool in dir, creating it if needed, and recovers from
-// whatever a crash left behind. Only one process may have a spool open.
+// whatever a crash left behind: missing or damaged files become gaps, not
+// errors. Only one process may have a spool open.
 func Open(dir string, opts Options) (*Spool, error) {
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = DefaultSegmentBytes
@@ -164,13 +191,17 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
 	if opts.CommitWindow < 0 {
 		return nil, fmt.Errorf("spool: negative commit window %v", opts.CommitWindow)
 	}
-	s := &Spool{dir: dir, segBytes: opts.SegmentBytes, window: opts.CommitWindow, log: opts.Logger.With("spool", dir)}
+	if opts.MaxBytes < 0 || (opts.MaxBytes > 0 && opts.MaxBytes < 2*opts.SegmentBytes) {
+		return nil, fmt.Errorf("spool: max bytes %d: want 0 (no cap) or at least two segments (%d bytes)", opts.MaxBytes, 2*opts.SegmentBytes)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &Spool{dir: dir, segBytes: opts.SegmentBytes, maxBytes: opts.MaxBytes, window: opts.CommitWindow,
+		log: opts.Logger.With("spool", dir), maxGaps: defaultMaxGaps, losses: map[api.GapReason]Loss{}}
 	s.commit = sync.NewCond(&s.cmu)
 	s.syncFile, s.sleep = (*os.File).Sync, time.Sleep
 	lock, err := os.OpenFile(filepath.Join(dir, lockName), os.O_CREATE|os.O_RDWR, 0o600)
@@ -192,12 +223,12 @@ func Open(dir string, opts Options) (*Spool, error) {
 	return s, nil
 }
 
-// recover rebuilds the index from the directory.
+// recover rebuilds the index from the directory. Only a directory that
+// cannot be listed is an error: a damaged spool loses what is damaged,
+// recorded as gaps, and works on.
 func (s *Spool) recover() error {
-	acked, haveAck, err := s.readAck()
-	if err != nil {
-		return err
-	}
+	acked, haveAck := s.readAck()
+	s.readGaps()
 	names, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
@@ -205,7 +236,7 @@ func (s *Spool) recover() error {
 	var segs []*segment
 	for _, e := range names {
 		name := e.Name()
-		if name == ackName+".tmp" {
+		if name == ackName+".tmp" || name == gapsName+".tmp" {
 			_ = os.Remove(filepath.Join(s.dir, name))
 			continue
 		}
@@ -213,7 +244,7 @@ func (s *Spool) recover() error {
 			continue
 		}
 		first, err := strconv.ParseUint(strings.TrimSuffix(name, segSuffix), 10, 64)
-		if err != nil || first == 0 {
+		if err != nil || first == 0 || first > 1<<62 {
 			s.log.Warn("spool: ignoring a file that is not a segment", "file", name)
 			continue
 		}
@@ -221,7 +252,7 @@ func (s *Spool) recover() error {
 	}
 	slices.SortFunc(segs, func(a, b *segment) int { return cmpSeq(a.first, b.first) })
 
-	changed := false
+	changed, sealed := false, false
 	var prev *segment
 	for _, g := range segs {
 		if prev != nil && g.first <= prev.last() {
@@ -231,32 +262,39 @@ func (s *Spool) recover() error {
 			changed = true
 			continue
 		}
-		kept, err := s.scan(g)
-		if err != nil {
-			return err
-		}
+		kept, clean := s.scan(g)
 		if !kept {
 			changed = true
 			continue
 		}
-		if prev != nil && g.first > prev.last()+1 {
-			s.log.Error("spool: results lost between segments",
-				"from_seq", prev.last()+1, "to_seq", g.first-1)
-		}
 		s.segs = append(s.segs, g)
 		prev = g
+		sealed = !clean // the last segment is appended to only if its tail is clean
 	}
 	switch {
 	case !haveAck && len(s.segs) > 0 && s.segs[0].first > 1:
-		// Segments are deleted only after their results were acknowledged.
+		// Segments are deleted only after their results were acknowledged
+		// or recorded in a gap.
 		acked = s.segs[0].first - 1
 		s.log.Warn("spool: acknowledged watermark missing; assuming everything before the first segment was acknowledged",
 			"acked", acked)
-	case len(s.segs) > 0 && s.segs[0].first > acked+1:
-		s.log.Error("spool: results lost before the first segment",
-			"from_seq", acked+1, "to_seq", s.segs[0].first-1)
+	case !haveAck && len(s.segs) == 0 && len(s.gaps) > 0:
+		// Without segments, the gaps still say how far numbering went.
+		acked = s.gaps[len(s.gaps)-1].LastSeq
+	}
+	ackChanged := false
+	// Segments dropped for space whose deletion a crash interrupted: their
+	// results are in a gap already.
+	for len(s.segs) > 0 && s.droppedBefore(s.segs[0], acked) {
+		g := s.segs[0]
+		s.log.Warn("spool: finishing the drop of a segment recorded in a gap", "segment", g.path, "last_seq", g.last())
+		acked, ackChanged = max(acked, g.last()), true
+		s.removeSegment(g.path)
+		s.segs = s.segs[1:]
+		changed = true
 	}
 	s.acked = acked
+	s.findHoles()
 	s.next = acked + 1
 	if len(s.segs) > 0 {
 		s.next = max(s.next, s.segs[len(s.segs)-1].last()+1)
@@ -265,57 +303,126 @@ func (s *Spool) recover() error {
 	// Segments that were acknowledged but not yet deleted when the agent
 	// stopped.
 	for len(s.segs) > 0 && s.segs[0].last() <= acked {
-		if err := os.Remove(s.segs[0].path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("spool: %w", err)
-		}
+		s.removeSegment(s.segs[0].path)
 		s.segs = s.segs[1:]
 		changed = true
 	}
+	if ackChanged {
+		if err := writeFileAtomic(filepath.Join(s.dir, ackName), []byte(strconv.FormatUint(acked, 10)+"\n")); err != nil {
+			s.log.Error("spool: cannot write the acknowledged watermark", "err", err)
+		}
+	}
 	if changed {
 		if err := syncDir(s.dir); err != nil {
-			return err
+			s.log.Error("spool: cannot make the recovery durable", "err", err)
 		}
 	}
-	if n := len(s.segs); n > 0 && s.segs[n-1].end < s.segBytes {
+	s.gmu.Lock()
+	if s.pruneLocked(acked) || s.gapsDirty {
+		_ = s.saveGapsLocked()
+	}
+	s.gmu.Unlock()
+	if n := len(s.segs); n > 0 && s.segs[n-1].end < s.segBytes && !sealed {
 		f, err := os.OpenFile(s.segs[n-1].path, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
-			return fmt.Errorf("spool: %w", err)
+			s.log.Error("spool: cannot append to the last segment; starting a new one", "segment", s.segs[n-1].path, "err", err)
+		} else {
+			s.w = f
+			s.wend = s.segs[n-1].end
 		}
-		s.w = f
-		s.wend = s.segs[n-1].end
 	}
-	s.log.Debug("spool: opened", "next_seq", s.next, "acked", s.acked, "segments", len(s.segs))
+	s.log.Debug("spool: opened", "next_seq", s.next, "acked", s.acked, "segments", len(s.segs), "gaps", len(s.gaps))
 	return nil
+}
+
+// droppedBefore reports whether g's unacknowledged results are all inside a
+// gap of a full spool: the drop wrote the gap, then was interrupted before
+// it deleted g. Only a gap that lost every result it covers counts (one
+// merged by compactLocked may span results still here).
+func (s *Spool) droppedBefore(g *segment, acked uint64) bool {
+	from := max(g.first, acked+1)
+	for _, e := range s.gaps {
+		if e.Reason == api.GapSpoolFull && e.Count == e.LastSeq-e.FirstSeq+1 && e.FirstSeq <= from && g.last() <= e.LastSeq {
+			return true
+		}
+	}
+	return false
+}
+
+// findHoles records as lost the results missing before the first segment
+// (after the watermark) and between segments: deleted, or moved aside as
+// unreadable. Their measurement times are bounded by the neighbouring
+// records.
+func (s *Spool) findHoles() {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	added := false
+	for i, g := range s.segs {
+		var from, to uint64
+		var after time.Time
+		if i == 0 {
+			from, to = s.acked+1, g.first-1
+			if from <= to {
+				s.log.Error("spool: results lost before the first segment", "from_seq", from, "to_seq", to)
+			}
+		} else {
+			p := s.segs[i-1]
+			from, to = p.last()+1, g.first-1
+			after = unixTime(p.at[len(p.at)-1])
+			if from <= to {
+				s.log.Error("spool: results lost between segments", "from_seq", from, "to_seq", to)
+			}
+		}
+		if from <= to && s.addGapLocked(api.GapSegmentLost, from, to, after, unixTime(g.at[0])) > 0 {
+			added = true
+		}
+	}
+	if added {
+		s.compactLocked()
+		_ = s.saveGapsLocked()
+	}
+}
+
+// removeSegment deletes a segment file that is no longer needed; a failure
+// is logged (the next Open tries again).
+func (s *Spool) removeSegment(path string) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("spool: cannot delete a segment", "segment", path, "err", err)
+	}
 }
 
 // readAck reads the acknowledged watermark and reports whether there was
 // one. A missing or unreadable file is not fatal: recover infers the
 // watermark from the segments.
-func (s *Spool) readAck() (uint64, bool, error) {
+func (s *Spool) readAck() (uint64, bool) {
 	path := filepath.Join(s.dir, ackName)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, false, nil
+		return 0, false
 	}
-	if err != nil {
-		return 0, false, fmt.Errorf("spool: %w", err)
+	var v uint64
+	if err == nil {
+		v, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil {
 		s.log.Error("spool: acknowledged watermark is unreadable; ignoring it", "file", path, "err", err)
 		s.moveAside(path)
-		return 0, false, nil
+		return 0, false
 	}
-	return v, true, nil
+	return v, true
 }
 
 // scan indexes g's records, truncating the file at the first bad one. It
-// reports whether the segment is kept: a segment without a single good record
-// is removed when empty and moved aside otherwise.
-func (s *Spool) scan(g *segment) (bool, error) {
+// reports whether the segment is kept: a segment without a single good
+// record is removed when empty and moved aside otherwise (its results are
+// lost). clean is false when a bad tail could not be cut off: the segment
+// is kept for reading, and nothing more is appended to it.
+func (s *Spool) scan(g *segment) (kept, clean bool) {
 	b, err := os.ReadFile(g.path)
 	if err != nil {
-		return false, fmt.Errorf("spool: %w", err)
+		s.log.Error("spool: segment cannot be read; moving it aside", "segment", g.path, "err", err)
+		s.moveAside(g.path)
+		return false, false
 	}
 	var bad string
 	off := int64(0)
@@ -336,20 +443,22 @@ func (s *Spool) scan(g *segment) (bool, error) {
 	g.end = off
 	switch {
 	case len(g.offs) == 0 && len(b) == 0:
-		return false, removeFile(g.path)
+		s.removeSegment(g.path)
+		return false, false
 	case len(g.offs) == 0:
 		s.log.Error("spool: segment holds no readable record; moving it aside",
 			"segment", g.path, "bytes", len(b), "reason", bad)
 		s.moveAside(g.path)
-		return false, nil
+		return false, false
 	case bad != "":
 		s.log.Warn("spool: cutting a torn or corrupt tail",
 			"segment", g.path, "last_good_seq", g.last(), "kept_bytes", off, "dropped_bytes", int64(len(b))-off, "reason", bad)
 		if err := truncate(g.path, off); err != nil {
-			return false, err
+			s.log.Error("spool: cannot cut the tail; the segment is only read from now on", "segment", g.path, "err", err)
+			return true, false
 		}
 	}
-	return true, nil
+	return true, true
 }
 
 // parse decodes the record at the start of b and returns its framed size, or
@@ -441,6 +550,9 @@ func (s *Spool) write(results []api.Result) ([]api.Result, uint64, error) {
 	g, err := s.writable()
 	if err != nil {
 		return nil, 0, err
+	}
+	if s.maxBytes > 0 {
+		s.makeRoom(int64(len(buf)))
 	}
 	base := s.wend
 	if _, err := s.w.Write(buf); err != nil {
@@ -604,17 +716,98 @@ func (s *Spool) writable() (*segment, error) {
 	return g, nil
 }
 
+// makeRoom drops the oldest segments, whole, until need more bytes fit
+// under MaxBytes, recording their unacknowledged results as a gap; the
+// segment being written is never dropped. The caller holds wmu; makeRoom
+// takes rmu while it drops, so that Pending never reads a dropped segment.
+func (s *Spool) makeRoom(need int64) {
+	if s.oldestOver(need) == nil {
+		return
+	}
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	for g := s.oldestOver(need); g != nil; g = s.oldestOver(need) {
+		s.drop(g)
+	}
+}
+
+// oldestOver returns the oldest segment when the segment files and need
+// more bytes exceed MaxBytes, nil when they fit or only the segment being
+// written is left. The caller holds wmu.
+func (s *Spool) oldestOver(need int64) *segment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.segs)
+	if n < 2 {
+		return nil
+	}
+	total := s.wend + need // the segment being written, with what is not yet fsynced
+	for _, g := range s.segs[:n-1] {
+		total += g.end
+	}
+	if total <= s.maxBytes {
+		return nil
+	}
+	return s.segs[0]
+}
+
+// drop removes the oldest segment g to make room: its unacknowledged
+// results are recorded as a gap (durably, before anything is deleted), the
+// watermark moves past it (so that a restart does not find the hole again),
+// then the file goes. A crash in between is finished by Open. Failures to
+// write are logged: the gap stays in memory and the space is freed anyway.
+// The caller holds wmu and rmu. Segments other than the last were fsynced
+// and published when the spool rotated past them.
+func (s *Spool) drop(g *segment) {
+	s.mu.Lock()
+	acked := s.acked
+	s.mu.Unlock()
+	if from := max(g.first, acked+1); from <= g.last() {
+		lo, hi := spanTimes(g.at[from-g.first:])
+		lost := s.addGap(api.GapSpoolFull, from, g.last(), lo, hi)
+		s.log.Warn("spool: full; dropped its oldest results, recorded as a gap",
+			"from_seq", from, "to_seq", g.last(), "results", lost, "measured_from", lo, "measured_to", hi, "max_bytes", s.maxBytes)
+	}
+	if g.last() > acked {
+		if err := writeFileAtomic(filepath.Join(s.dir, ackName), []byte(strconv.FormatUint(g.last(), 10)+"\n")); err != nil {
+			s.log.Error("spool: cannot move the watermark past a dropped segment", "err", err)
+		} else {
+			s.mu.Lock()
+			s.acked = max(s.acked, g.last())
+			acked = s.acked
+			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	if len(s.segs) > 0 && s.segs[0] == g {
+		s.segs = s.segs[1:]
+	}
+	s.mu.Unlock()
+	s.removeSegment(g.path)
+	s.gmu.Lock()
+	if s.pruneLocked(acked) {
+		_ = s.saveGapsLocked()
+	}
+	s.gmu.Unlock()
+}
+
 // Pending returns the oldest unacknowledged results in seq order: at most
 // maxResults, and at most maxBytes of spooled JSON (but always at least one
 // result when any is pending). A record that no longer reads back correctly
-// is logged and skipped: it is lost.
+// is logged, recorded as a gap and skipped: it is lost.
 func (s *Spool) Pending(maxResults, maxBytes int) ([]api.Result, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 
+	// span is a run of records of one segment: their seqs from first on,
+	// offsets, measurement times, and where the last one ends. offs and at
+	// share the index's arrays: appends never touch what is already there.
 	type span struct {
-		path       string
-		start, end int64
+		path  string
+		first uint64
+		offs  []int64
+		at    []int64
+		end   int64
 	}
 	var plan []span
 	s.mu.Lock()
@@ -634,40 +827,68 @@ func (s *Spool) Pending(maxResults, maxBytes int) ([]api.Result, error) {
 		if i >= len(g.offs) {
 			continue
 		}
-		sp := span{path: g.path, start: g.offs[i], end: g.offs[i]}
-		for ; i < len(g.offs) && count < maxResults; i++ {
-			n := g.size(i)
+		j := i
+		for ; j < len(g.offs) && count < maxResults; j++ {
+			n := g.size(j)
 			if count > 0 && bytes+n > int64(maxBytes) {
 				maxResults = count // stop here
 				break
 			}
-			sp.end += n
 			bytes += n
 			count++
 		}
-		if sp.end > sp.start {
-			plan = append(plan, sp)
+		if j > i {
+			end := g.end
+			if j < len(g.offs) {
+				end = g.offs[j]
+			}
+			plan = append(plan, span{path: g.path, first: g.first + uint64(i), offs: g.offs[i:j], at: g.at[i:j], end: end})
 		}
 	}
 	s.mu.Unlock()
 
 	results := make([]api.Result, 0, count)
 	for _, sp := range plan {
-		b, err := readRange(sp.path, sp.start, sp.end)
+		start := sp.offs[0]
+		b, err := readRange(sp.path, start, sp.end)
 		if err != nil {
 			return nil, err
 		}
-		for off := int64(0); off < int64(len(b)); {
-			r, n, why := parse(b[off:])
+		bad := -1 // first of a run of unreadable records
+		for k, off := range sp.offs {
+			next := sp.end
+			if k+1 < len(sp.offs) {
+				next = sp.offs[k+1]
+			}
+			r, _, why := parse(b[off-start : next-start])
+			if why == "" && r.Seq != sp.first+uint64(k) {
+				why = fmt.Sprintf("record has seq %d, want %d", r.Seq, sp.first+uint64(k))
+			}
 			if why != "" {
-				s.log.Error("spool: record unreadable; it is lost", "segment", sp.path, "offset", sp.start+off, "reason", why)
-				break
+				s.log.Error("spool: record unreadable; it is lost", "segment", sp.path, "offset", off, "seq", sp.first+uint64(k), "reason", why)
+				if bad < 0 {
+					bad = k
+				}
+				continue
+			}
+			if bad >= 0 {
+				s.lostRecords(sp.first, sp.at, bad, k)
+				bad = -1
 			}
 			results = append(results, r)
-			off += n
+		}
+		if bad >= 0 {
+			s.lostRecords(sp.first, sp.at, bad, len(sp.offs))
 		}
 	}
 	return results, nil
+}
+
+// lostRecords records the records [i, j) of a span starting at seq first
+// as a gap. The caller holds rmu.
+func (s *Spool) lostRecords(first uint64, at []int64, i, j int) {
+	lo, hi := spanTimes(at[i:j])
+	s.addGap(api.GapRecordCorrupt, first+uint64(i), first+uint64(j-1), lo, hi)
 }
 
 func readRange(path string, start, end int64) ([]byte, error) {
@@ -687,8 +908,9 @@ func readRange(path string, start, end int64) ([]byte, error) {
 }
 
 // Ack records that every result up to and including seq upTo has been
-// acknowledged by the collector: the watermark is persisted atomically, then
-// segments holding only acknowledged results are deleted.
+// acknowledged by the collector (or is in a gap): the watermark is
+// persisted atomically, then segments holding only acknowledged results are
+// deleted.
 func (s *Spool) Ack(upTo uint64) error {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
@@ -711,6 +933,11 @@ func (s *Spool) Ack(upTo uint64) error {
 	victims := s.collectLocked()
 	s.mu.Unlock()
 	s.remove(victims)
+	s.gmu.Lock()
+	if s.pruneLocked(upTo) {
+		_ = s.saveGapsLocked()
+	}
+	s.gmu.Unlock()
 	return nil
 }
 
@@ -809,6 +1036,11 @@ func (s *Spool) Close() error {
 	s.syncLocked()
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
+	s.gmu.Lock()
+	if s.gapsDirty && !s.isClosed() {
+		_ = s.saveGapsLocked()
+	}
+	s.gmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -822,6 +1054,12 @@ func (s *Spool) Close() error {
 	}
 	s.unlock()
 	return err
+}
+
+func (s *Spool) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *Spool) unlock() {
@@ -864,13 +1102,6 @@ func truncate(path string, size int64) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	return nil
-}
-
-func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil

@@ -38,7 +38,14 @@ const (
 // a readable length and their invisible or bidirectional formatting
 // characters shown as \uXXXX.
 func WriteHTML(w io.Writer, r *Report) error {
-	page := htmlPage{Report: r, CSP: ContentSecurityPolicy}
+	page := htmlPage{Report: r, CSP: ContentSecurityPolicy, Gaps: r.Gaps}
+	for _, g := range r.Gaps {
+		page.GapsLost += g.Results
+	}
+	if len(page.Gaps) > maxHTMLRows {
+		page.GapsMore = len(page.Gaps) - maxHTMLRows
+		page.Gaps = page.Gaps[:maxHTMLRows]
+	}
 	for i := range r.Targets {
 		t, err := newHTMLTarget(i, &r.Targets[i])
 		if err != nil {
@@ -57,11 +64,14 @@ func WriteHTML(w io.Writer, r *Report) error {
 }
 
 // htmlPage is what the template sees: the report, with its Targets
-// shadowed by their prepared sections.
+// shadowed by their prepared sections and its Gaps by the rows shown.
 type htmlPage struct {
 	*Report
-	CSP     string
-	Targets []htmlTarget
+	CSP      string
+	Targets  []htmlTarget
+	Gaps     []Gap
+	GapsMore int
+	GapsLost uint64
 }
 
 // htmlTarget is a target with what its page section shows precomputed.
@@ -369,9 +379,26 @@ footer { margin-top: 3rem; color: var(--muted); font-size: .8rem; }
 <h1>Anycast catchment report</h1>
 <p class="muted">Window {{stamp .Since}} to {{stamp .Until}} (UTC) · generated {{stamp .GeneratedAt}} · {{len .Targets}} target{{if ne (len .Targets) 1}}s{{end}}</p>
 {{- if gt (len .Targets) 1}}
-<nav><ul>{{range .Targets}}<li><a href="#{{.ID}}">{{text .Name}}</a></li>{{end}}</ul></nav>
+<nav><ul>{{if .Gaps}}<li><a href="#lost">Data lost at agents</a></li>{{end}}{{range .Targets}}<li><a href="#{{.ID}}">{{text .Name}}</a></li>{{end}}</ul></nav>
 {{- end}}
 </header>
+{{- if .Gaps}}
+<section id="lost">
+<h2>Data lost at agents</h2>
+<p>{{.GapsLost}} result{{if ne .GapsLost 1}}s{{end}} in {{len .Report.Gaps}} gap{{if ne (len .Report.Gaps) 1}}s{{end}} were measured and lost before they reached the collector (the agent's spool was full or damaged). They are missing data, not failures: no incident is built from them.</p>
+<table>
+<thead><tr><th>Vantage point</th><th>Lost from</th><th>Lost to</th><th class="n">Results</th><th class="n">Sequence numbers</th><th>Reason</th></tr></thead>
+<tbody>
+{{- range .Gaps}}
+<tr><td>{{text .VantagePoint}}</td><td class="t">{{with .LostFrom}}{{stamp .}}{{else}}unknown{{end}}</td><td class="t">{{with .LostTo}}{{stamp .}}{{else}}unknown{{end}}</td><td class="n">{{.Results}}</td><td class="n">{{.FirstSeq}}–{{.LastSeq}}</td><td>{{text (print .Reason)}}</td></tr>
+{{- end}}
+</tbody>
+</table>
+{{- if .GapsMore}}
+<p class="muted">… and {{.GapsMore}} more (see the JSON report).</p>
+{{- end}}
+</section>
+{{- end}}
 {{range .Targets}}
 <section id="{{.ID}}">
 <h2>Target {{text .Name}}</h2>

@@ -34,6 +34,9 @@ func WriteMarkdown(w io.Writer, r *Report) error {
 	m.linef("- Generated: %s", stamp(r.GeneratedAt))
 	m.linef("- Window: %s to %s", stamp(r.Since), stamp(r.Until))
 	m.linef("- Targets: %d", len(r.Targets))
+	if len(r.Gaps) > 0 {
+		m.gaps(r.Gaps)
+	}
 	for i := range r.Targets {
 		m.target(&r.Targets[i])
 	}
@@ -248,6 +251,40 @@ func (m *mdWriter) target(t *Target) {
 			m.row(failure(f), strconv.Itoa(t.Failures[f]))
 		}
 	}
+}
+
+// gaps lists the results vantage points lost before upload.
+func (m *mdWriter) gaps(gs []Gap) {
+	var lost uint64
+	for _, g := range gs {
+		lost += g.Results
+	}
+	m.line("")
+	m.line("## Data lost at agents")
+	m.line("")
+	m.linef("%d result%s in %d gap%s were measured and lost before they reached the collector (the agent's spool was full or damaged). "+
+		"They are missing data, not failures: no incident is built from them.", lost, plural(int(min(lost, 2))), len(gs), plural(len(gs)))
+	m.line("")
+	m.table([]string{"Vantage point", "Lost from", "Lost to", "Results", "Sequence numbers", "Reason"}, "...r..")
+	for _, g := range gs {
+		m.row(esc(g.VantagePoint), stampOr(g.LostFrom), stampOr(g.LostTo), strconv.FormatUint(g.Results, 10),
+			fmt.Sprintf("%d–%d", g.FirstSeq, g.LastSeq), esc(string(g.Reason)))
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// stampOr is a time, or "unknown".
+func stampOr(t *time.Time) string {
+	if t == nil {
+		return "unknown"
+	}
+	return stamp(*t)
 }
 
 func (m *mdWriter) incidents(ins []Incident) {

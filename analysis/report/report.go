@@ -1,7 +1,8 @@
 // Package report builds and renders the catchment report of anycast targets:
 // each site's share of vantage points, each vantage point's site, PoP
 // switches, incidents, how fast each site answers, unresolved identities and
-// failures, and, compared with an earlier window, what changed.
+// failures, the results vantage points lost before upload, and, compared
+// with an earlier window, what changed.
 //
 // Build reads one window of observations in a single streaming pass and
 // keeps only bounded state; Compare relates two reports. The renderers are
@@ -60,6 +61,31 @@ type Report struct {
 	Since       time.Time `json:"since"`
 	Until       time.Time `json:"until"`
 	Targets     []Target  `json:"targets"`
+	// Gaps lists the results vantage points measured in the window and
+	// lost before they reached the collector (when the source knows):
+	// missing data, never failures, so no incident comes from them. They
+	// are not per target: an agent loses results of every target it
+	// measures alike.
+	Gaps []Gap `json:"gaps"`
+}
+
+// Gap is a run of results one vantage point lost before upload.
+type Gap struct {
+	VantagePoint string `json:"vantage_point"`
+	// FirstSeq and LastSeq bound the run of the agent's sequence numbers;
+	// Results of them were lost.
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Results  uint64 `json:"results"`
+	// LostFrom and LostTo bound when the lost results were measured; null
+	// when unknown.
+	LostFrom *time.Time `json:"lost_from"`
+	LostTo   *time.Time `json:"lost_to"`
+	// Reason is spool_full (the agent's spool reached its size limit and
+	// dropped its oldest results), segment_lost (a spool file was missing
+	// or unreadable) or record_corrupt (a spooled result no longer read
+	// back).
+	Reason api.GapReason `json:"reason"`
 }
 
 // Target is the report for one anycast target.
@@ -354,7 +380,29 @@ func Build(ctx context.Context, src analysis.Source, opts Options) (*Report, err
 		t := &r.Targets[i]
 		t.SiteLatency, t.SiteLatencyOther = lat.summary(t.Name)
 	}
+	if gs, ok := src.(analysis.GapSource); ok {
+		lost, err := gs.Gaps(ctx, since, until)
+		if err != nil {
+			return nil, fmt.Errorf("read gaps: %w", err)
+		}
+		for _, g := range lost {
+			r.Gaps = append(r.Gaps, reportGap(g))
+		}
+	}
 	return r, nil
+}
+
+func reportGap(g analysis.Gap) Gap {
+	out := Gap{VantagePoint: g.VantagePoint, FirstSeq: g.FirstSeq, LastSeq: g.LastSeq, Results: g.Count, Reason: g.Reason}
+	if !g.LostFrom.IsZero() {
+		t := g.LostFrom.UTC()
+		out.LostFrom = &t
+	}
+	if !g.LostTo.IsZero() {
+		t := g.LostTo.UTC()
+		out.LostTo = &t
+	}
+	return out
 }
 
 // assemble groups the accumulator's results by target.
@@ -520,7 +568,7 @@ func assemble(f analyzer.Findings, declared map[string]analysis.Target, located 
 		}
 		served[a.Target][a.Site]++
 	}
-	r := &Report{GeneratedAt: generated, Since: since, Until: until, Targets: make([]Target, 0, len(targets))}
+	r := &Report{GeneratedAt: generated, Since: since, Until: until, Targets: make([]Target, 0, len(targets)), Gaps: []Gap{}}
 	for name, t := range targets {
 		slices.SortFunc(t.Assignments, func(x, y Assignment) int { return cmp.Compare(x.VantagePoint, y.VantagePoint) })
 		t.Sites = sites(declared[name], served[name], t.Catchment)

@@ -33,10 +33,14 @@ type AnalyzeCmd struct {
 	CPUProfile string        `name:"cpuprofile" hidden:"" help:"Write a CPU profile of the analysis to this file."`
 	MemProfile string        `name:"memprofile" hidden:"" help:"Write a heap profile taken after the analysis to this file."`
 	MaxLate    time.Duration `name:"max-late" help:"Incremental: ignore results measured this long before the previous run (imports of old data are analysed with a one-shot run over their window)." default:"48h"`
+	Health     string        `name:"health-listen" help:"With --every: serve GET /healthz on this address, failing (503) until the first pass and when the last successful one is older than three intervals (at least a minute)." placeholder:"HOST:PORT"`
 }
 
 // Run analyses once, or keeps analysing.
 func (c *AnalyzeCmd) Run(ctx context.Context, log *slog.Logger) error {
+	if c.Health != "" && c.Every <= 0 {
+		return fmt.Errorf("--health-listen serves the health of the incremental analyzer: give --every too")
+	}
 	st, err := c.open(ctx, log)
 	if err != nil {
 		return err
@@ -47,12 +51,22 @@ func (c *AnalyzeCmd) Run(ctx context.Context, log *slog.Logger) error {
 		if every <= 0 {
 			every = 30 * time.Second
 		}
+		var health *passHealth
+		if c.Health != "" {
+			health = newPassHealth(every, time.Now)
+			stop, err := serveHealth(c.Health, health, log)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		inc, err := newIncremental(ctx, st, c.Name, c.Warmup, c.Settle, c.MaxLate, log)
 		if err != nil {
 			return err
 		}
 		for {
 			stats, err := inc.step(ctx)
+			health.record(err)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil

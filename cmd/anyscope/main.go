@@ -41,6 +41,8 @@ type CLI struct {
 	Lab       LabCmd       `cmd:"" help:"The anycast lab: routers, sites and vantage points in network namespaces, with real BGP (root only)."`
 	Web       WebCmd       `cmd:"" help:"Serve the read-only web dashboard: catchment maps, diffs, switch timelines, incidents, vantage points, agents' health."`
 	Serve     ServeCmd     `cmd:"" help:"Run everything in one process: the collector, the incremental analyzer and the web dashboard."`
+
+	Healthcheck HealthcheckCmd `cmd:"" help:"GET a health URL; exit 0 on a 2xx answer (for container health checks on images without curl)."`
 }
 
 const description = `anyscope measures anycast services from the outside.
@@ -56,13 +58,7 @@ Every flag can also be set with an ANYSCOPE_* environment variable
 
 func main() {
 	var cli CLI
-	kctx := kong.Parse(&cli,
-		kong.Name("anyscope"),
-		kong.Description(description),
-		kong.DefaultEnvars("ANYSCOPE"),
-		kong.UsageOnError(),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
+	kctx := kong.Parse(&cli, cliOptions()...)
 	logger := newLogger(cli.Globals)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	kctx.BindTo(ctx, (*context.Context)(nil))
@@ -76,6 +72,17 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "anyscope: %v\n", err)
 		os.Exit(1)
+	}
+}
+
+// cliOptions build the command line parser (tests build the same one).
+func cliOptions() []kong.Option {
+	return []kong.Option{
+		kong.Name("anyscope"),
+		kong.Description(description),
+		kong.DefaultEnvars("ANYSCOPE"),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // WebCmd serves the dashboard.
 type WebCmd struct {
 	DBFlags
-	Listen string `help:"Address to serve the dashboard on (read-only; put it behind a proxy with authentication to expose it)." default:"127.0.0.1:8741" placeholder:"HOST:PORT"`
+	Listen string `help:"Address to serve the dashboard and its GET /healthz on (read-only; put it behind a proxy with authentication to expose it)." default:"127.0.0.1:8741" placeholder:"HOST:PORT"`
 	// ReadyFile, when set, receives the listening address once the dashboard serves (used by scripts and tests).
 	ReadyFile string `help:"Write the address actually listened on to this file once serving." placeholder:"FILE" hidden:""`
 }
@@ -48,8 +48,11 @@ func serveDashboard(ctx context.Context, st *store.Store, listen, readyFile stri
 	if err != nil {
 		return fmt.Errorf("dashboard: listen: %w", err)
 	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /healthz", dbHealth(st)) // for container health checks
+	mux.Handle("/", d.Handler())
 	hs := &http.Server{
-		Handler:           d.Handler(),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      dashboardWriteTimeout,
@@ -96,6 +99,9 @@ type ServeCmd struct {
 	// ReadyFile and CollectorReadyFile receive the listening addresses (for scripts and tests).
 	ReadyFile          string `help:"Write the dashboard's address to this file once serving." placeholder:"FILE" hidden:""`
 	CollectorReadyFile string `help:"Write the collector's address to this file once serving." placeholder:"FILE" hidden:""`
+
+	// Collector holds the collector's TLS and admission limits.
+	Collector CollectorFlags `embed:"" prefix:"collector-"`
 }
 
 // Run runs the collector, the analyzer and the dashboard until the context
@@ -135,7 +141,7 @@ func (c *ServeCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 	// The collector as `anyscope collector` runs it, on its own connection
 	// pool, so dashboard queries never hold up ingest.
-	col := &CollectorCmd{DBFlags: db, Listen: c.CollectorListen, MaxAge: c.MaxAge, MaxFuture: c.MaxFuture, ReadyFile: c.CollectorReadyFile}
+	col := &CollectorCmd{DBFlags: db, Listen: c.CollectorListen, MaxAge: c.MaxAge, MaxFuture: c.MaxFuture, CollectorFlags: c.Collector, ReadyFile: c.CollectorReadyFile}
 	run("collector", func() error { return col.Run(ctx, log.With("component", "collector")) })
 	run("analyzer", func() error { return c.analyze(ctx, st, log.With("component", "analyzer")) })
 	run("dashboard", func() error { return serveDashboard(ctx, st, c.Listen, c.ReadyFile, log) })

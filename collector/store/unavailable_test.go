@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	api "github.com/anyscope/anyscope/collector/api/v1"
 	"github.com/anyscope/anyscope/collector/pgcluster"
 	"github.com/anyscope/anyscope/collector/pgcluster/pgtest"
 	"github.com/anyscope/anyscope/collector/store"
@@ -62,6 +63,11 @@ func TestDatabaseRestart(t *testing.T) {
 			return err
 		}},
 		{"AgentSeqStats", func() error { _, _, err := st.AgentSeqStats(ctx, "vp1"); return err }},
+		{"IngestGaps", func() error {
+			_, _, err := st.IngestGaps(ctx, a, []api.Gap{{FirstSeq: 21, LastSeq: 30, Count: 10, Reason: api.GapSpoolFull}})
+			return err
+		}},
+		{"SeqAccounting", func() error { _, err := st.SeqAccounting(ctx, "vp1"); return err }},
 		{"Open", func() error {
 			s, err := store.Open(ctx, dsn)
 			if err == nil {

@@ -3,7 +3,7 @@
 // catchment, as a map that can be replayed over time), who moved between
 // two times, a timeline of PoP switches with the TCP sessions they broke,
 // black holes and outages with their evidence, each vantage point's recent
-// answers and last traceroute, and how late agents upload.
+// answers and last traceroute, how late agents upload and what they lost.
 //
 // Everything a page shows about the measured service came from the network:
 // identity strings, site codes read from them, traceroute hops. The pages
@@ -47,6 +47,7 @@ type Source interface {
 	RecentResults(ctx context.Context, vantagePoint string, now time.Time, limit int) ([]store.RecentResult, error)
 	LastTrace(ctx context.Context, vantagePoint string, now time.Time) (store.Trace, bool, error)
 	VantagePointCatchments(ctx context.Context, vantagePoint string, at time.Time) ([]store.StreamCatchment, error)
+	Gaps(ctx context.Context, since, until time.Time) ([]analysis.Gap, error)
 }
 
 var _ Source = (*store.Store)(nil)

@@ -42,6 +42,9 @@ const (
 	// BacklogAfter: an agent whose median upload lag exceeds this has a
 	// backlog in its spool.
 	BacklogAfter = 5 * time.Minute
+	// GapHorizon is how far back the agents page lists results agents
+	// lost.
+	GapHorizon = 7 * 24 * time.Hour
 )
 
 // vpURL is the page of a vantage point.
@@ -531,7 +534,27 @@ type Agents struct {
 	At     time.Time   `json:"at"`
 	Total  int         `json:"total"`
 	Agents []AgentView `json:"agents"`
+	// Gaps lists the results agents measured within GapHorizon and lost
+	// before upload (a full or damaged spool), newest first: missing
+	// data, not failures. GapsShown of them are on the page.
+	Gaps      []GapView `json:"gaps"`
+	GapsShown int       `json:"-"`
 }
+
+// GapView is a run of results one agent lost.
+type GapView struct {
+	Agent    string     `json:"agent"`
+	FirstSeq uint64     `json:"first_seq"`
+	LastSeq  uint64     `json:"last_seq"`
+	Results  uint64     `json:"results"`
+	LostFrom *time.Time `json:"lost_from"` // null when unknown
+	LostTo   *time.Time `json:"lost_to"`
+	Reason   string     `json:"reason"`
+	Received time.Time  `json:"received_at"`
+}
+
+// maxGapRows bounds the gaps the agents page shows (its JSON has all).
+const maxGapRows = 200
 
 // Title names the page.
 func (Agents) Title() string { return "Agents" }
@@ -588,6 +611,26 @@ func (d *Dashboard) agents(ctx context.Context, r *http.Request, _ bool) (string
 		}
 		a.Agents = append(a.Agents, v)
 	}
+	gs, err := d.src.Gaps(ctx, now.Add(-GapHorizon), time.Time{})
+	if err != nil {
+		return "", nil, err
+	}
+	a.Gaps = make([]GapView, 0, len(gs))
+	for i := len(gs) - 1; i >= 0; i-- {
+		g := gs[i]
+		v := GapView{Agent: g.VantagePoint, FirstSeq: g.FirstSeq, LastSeq: g.LastSeq, Results: g.Count,
+			Reason: string(g.Reason), Received: g.ReceivedAt}
+		if !g.LostFrom.IsZero() {
+			t := g.LostFrom
+			v.LostFrom = &t
+		}
+		if !g.LostTo.IsZero() {
+			t := g.LostTo
+			v.LostTo = &t
+		}
+		a.Gaps = append(a.Gaps, v)
+	}
+	a.GapsShown = min(len(a.Gaps), maxGapRows)
 	return "agents", a, nil
 }
 

@@ -14,6 +14,10 @@
 // batch only after the results are committed; re-delivering a batch (or any
 // result in it) is a no-op that is answered with success, so an agent simply
 // re-sends whatever it has not seen acknowledged.
+//
+// Results an agent loses before upload (its spool full, a segment damaged)
+// travel as gaps in the same batches: every sequence number from 1 to the
+// highest is either a stored result or inside a stored gap.
 package api
 
 import (
@@ -31,6 +35,8 @@ const (
 const (
 	// MaxBatchResults is the largest number of results in one batch.
 	MaxBatchResults = 5000
+	// MaxBatchGaps is the largest number of gaps in one batch.
+	MaxBatchGaps = 1000
 	// MaxBodyBytes caps a request body after decompression.
 	MaxBodyBytes = 16 << 20
 	// MaxStringLen caps names, identities and other free text fields.
@@ -49,6 +55,58 @@ type Batch struct {
 	BatchSeq uint64 `json:"batch_seq"`
 	// Results, in any order; each carries its own sequence number.
 	Results []Result `json:"results"`
+	// Gaps are runs of sequence numbers whose results the agent lost
+	// before it could upload them (see Gap). A batch may carry gaps and no
+	// results.
+	Gaps []Gap `json:"gaps,omitempty"`
+}
+
+// GapReason says why an agent lost results before uploading them. The set
+// is closed and part of the stored data.
+type GapReason string
+
+// Gap reasons.
+const (
+	// GapSpoolFull: the spool reached its size limit and its oldest
+	// results were dropped to make room for new ones.
+	GapSpoolFull GapReason = "spool_full"
+	// GapSegmentLost: a spool segment was missing or unreadable when the
+	// agent started (deleted, or damaged from its start).
+	GapSegmentLost GapReason = "segment_lost"
+	// GapRecordCorrupt: a spooled result no longer read back correctly
+	// when the agent went to upload it.
+	GapRecordCorrupt GapReason = "record_corrupt"
+)
+
+// GapReasons lists every gap reason.
+var GapReasons = []GapReason{GapSpoolFull, GapSegmentLost, GapRecordCorrupt}
+
+// Valid reports whether r is one of GapReasons.
+func (r GapReason) Valid() bool {
+	switch r {
+	case GapSpoolFull, GapSegmentLost, GapRecordCorrupt:
+		return true
+	}
+	return false
+}
+
+// Gap is a run of an agent's sequence numbers, FirstSeq to LastSeq, whose
+// results were lost at the agent and will never arrive: Count of them (at
+// most the length of the run; less when the run also covers results that
+// were delivered). Lost data is missing data, never a failure of the
+// measured service. LostFrom and LostTo bound when the lost results were
+// measured: exactly for a full spool, from the neighbouring results for a
+// lost segment; either is zero when unknown. The collector stores a gap
+// once per (agent, FirstSeq); re-delivering it is a no-op, and a wider gap
+// with the same FirstSeq (the agent kept dropping before the first one was
+// acknowledged) replaces a narrower one.
+type Gap struct {
+	FirstSeq uint64    `json:"first_seq"`
+	LastSeq  uint64    `json:"last_seq"`
+	Count    uint64    `json:"count"`
+	LostFrom time.Time `json:"lost_from,omitzero"`
+	LostTo   time.Time `json:"lost_to,omitzero"`
+	Reason   GapReason `json:"reason"`
 }
 
 // Kind is the probe kind that produced a result.
@@ -270,10 +328,13 @@ type DNSValues struct {
 
 // Ack answers a successful POST of a batch. Duplicates are results the
 // collector already had; both counts together equal len(Batch.Results).
+// Gaps counts the batch's gaps the collector holds (new or already known):
+// len(Batch.Gaps).
 type Ack struct {
 	BatchSeq   uint64 `json:"batch_seq"`
 	Accepted   int    `json:"accepted"`
 	Duplicates int    `json:"duplicates"`
+	Gaps       int    `json:"gaps,omitempty"`
 }
 
 // Hello is what an agent says when it starts: who it is and, when its

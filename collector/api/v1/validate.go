@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,16 +43,62 @@ func (b *Batch) Validate() error {
 	if !ValidName(b.Agent) {
 		return fmt.Errorf("%w: agent name %q: want 1-63 characters of [A-Za-z0-9._-]", ErrInvalid, Clip(b.Agent))
 	}
-	if len(b.Results) == 0 {
-		return fmt.Errorf("%w: batch has no results", ErrInvalid)
+	if len(b.Results) == 0 && len(b.Gaps) == 0 {
+		return fmt.Errorf("%w: batch has no results and no gaps", ErrInvalid)
 	}
 	if len(b.Results) > MaxBatchResults {
 		return fmt.Errorf("%w: batch has %d results, at most %d allowed", ErrInvalid, len(b.Results), MaxBatchResults)
+	}
+	if len(b.Gaps) > MaxBatchGaps {
+		return fmt.Errorf("%w: batch has %d gaps, at most %d allowed", ErrInvalid, len(b.Gaps), MaxBatchGaps)
 	}
 	for i := range b.Results {
 		if err := b.Results[i].Validate(); err != nil {
 			return fmt.Errorf("results[%d]: %w", i, err)
 		}
+	}
+	return validateGaps(b.Gaps)
+}
+
+// validateGaps checks each gap and that no two overlap.
+func validateGaps(gaps []Gap) error {
+	if len(gaps) == 0 {
+		return nil
+	}
+	order := make([]int, len(gaps))
+	for i := range gaps {
+		if err := gaps[i].Validate(); err != nil {
+			return fmt.Errorf("gaps[%d]: %w", i, err)
+		}
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(gaps[x].FirstSeq, gaps[y].FirstSeq) })
+	for k := 1; k < len(order); k++ {
+		prev, cur := gaps[order[k-1]], gaps[order[k]]
+		if cur.FirstSeq <= prev.LastSeq {
+			return fmt.Errorf("%w: gaps[%d] (seq %d..%d) overlaps gaps[%d] (seq %d..%d)", ErrInvalid,
+				order[k], cur.FirstSeq, cur.LastSeq, order[k-1], prev.FirstSeq, prev.LastSeq)
+		}
+	}
+	return nil
+}
+
+// Validate checks one gap: a sane run of sequence numbers, a count that fits
+// in it, a time range in order and a known reason. Like Batch.Validate, it
+// does not judge times against the clock.
+func (g *Gap) Validate() error {
+	if g.FirstSeq == 0 || g.LastSeq < g.FirstSeq || g.LastSeq > 1<<62 {
+		return fmt.Errorf("%w: gap seq %d..%d: want 1 <= first <= last <= 2^62", ErrInvalid, g.FirstSeq, g.LastSeq)
+	}
+	if g.Count == 0 || g.Count > g.LastSeq-g.FirstSeq+1 {
+		return fmt.Errorf("%w: gap count %d: want 1..%d for seq %d..%d", ErrInvalid, g.Count, g.LastSeq-g.FirstSeq+1, g.FirstSeq, g.LastSeq)
+	}
+	if !g.LostFrom.IsZero() && !g.LostTo.IsZero() && g.LostTo.Before(g.LostFrom) {
+		return fmt.Errorf("%w: gap lost_to %s before lost_from %s", ErrInvalid,
+			g.LostTo.UTC().Format(time.RFC3339Nano), g.LostFrom.UTC().Format(time.RFC3339Nano))
+	}
+	if !g.Reason.Valid() {
+		return fmt.Errorf("%w: gap reason %q is not one of %v", ErrInvalid, Clip(string(g.Reason)), GapReasons)
 	}
 	return nil
 }
