@@ -366,6 +366,7 @@ func (s *Server) postResults(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, s.storeError(err))
 			return
 		}
+		s.metrics.gaps.Add(float64(gapsNew))
 		if gapsNew > 0 {
 			for _, g := range b.Gaps {
 				s.log.Warn("agent lost results before upload", "agent", agent.Name, "first_seq", g.FirstSeq, "last_seq", g.LastSeq,

@@ -2,6 +2,8 @@ package collector_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +35,15 @@ func TestPostGaps(t *testing.T) {
 		if want := (api.Ack{BatchSeq: b.BatchSeq, Accepted: len(b.Results), Gaps: 1}); ack != want {
 			t.Errorf("post %d: ack %+v, want %+v", i, ack, want)
 		}
+	}
+	resp, err := http.Get(e.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if m := string(mb); !strings.Contains(m, "anyscope_collector_gaps_stored_total 1\n") {
+		t.Errorf("metrics do not count one stored gap (two deliveries of it):\n%s", grepLines(m, "gaps"))
 	}
 	acc, err := e.st.SeqAccounting(t.Context(), "vp1")
 	if err != nil {
@@ -81,4 +92,15 @@ func TestPostBadGaps(t *testing.T) {
 	if code, body := e.post(t, tok, old, nil); code != 200 {
 		t.Errorf("a gap of a year ago: %d %s", code, body)
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

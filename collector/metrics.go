@@ -12,6 +12,7 @@ type metrics struct {
 	rejected      *prometheus.CounterVec
 	ingestSeconds prometheus.Histogram
 	lastSeen      *prometheus.GaugeVec
+	gaps          prometheus.Counter
 
 	rateLimited    *prometheus.CounterVec
 	ingestInFlight prometheus.Gauge
@@ -102,7 +103,11 @@ func newMetrics(reg prometheus.Registerer, requests, results *buckets) (*metrics
 	for _, r := range []string{"ok", "error"} {
 		m.tlsReloads.WithLabelValues(r)
 	}
-	cs := []prometheus.Collector{m.ingested, m.duplicates, m.batches, m.schedules, m.rejected, m.ingestSeconds, m.lastSeen,
+	m.gaps = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "gaps_stored_total",
+		Help: "Gap records stored: runs of results agents lost before upload (spool full, spool file lost); re-deliveries not counted.",
+	})
+	cs := []prometheus.Collector{m.gaps, m.ingested, m.duplicates, m.batches, m.schedules, m.rejected, m.ingestSeconds, m.lastSeen,
 		m.rateLimited, m.ingestInFlight, m.ingestWaiting, m.ingestQueued, m.ingestWait, m.tlsReloads, m.tlsNotAfter}
 	for name, b := range map[string]*buckets{"requests": requests, "results": results} {
 		if b == nil {
