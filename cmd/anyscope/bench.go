@@ -31,6 +31,7 @@ type BenchCmd struct {
 	Agent    BenchAgentCmd    `cmd:"" help:"Agent CPU and RSS at 20 targets × every probe kind every 10s, in the anycast lab, against the same agent idling (root only)."`
 	Analysis BenchAnalysisCmd `cmd:"" help:"Full and incremental analysis of a synthetic RIPE Atlas-scale day (12,000 vantage points × 13 targets every 4 minutes) stored in PostgreSQL, against reading the same rows."`
 	Map      BenchMapCmd      `cmd:"" help:"SVG catchment map of 12,000 synthetic vantage points and 50 sites, with dots only and with great-circle lines (the BENCH line: with lines)."`
+	Load     BenchLoadCmd     `cmd:"" help:"One collector (a child process) under 200 simulated agents posting at once: latency against one client alone, throughput, collector memory, every result stored exactly once."`
 }
 
 // BenchIngestCmd measures ingest.

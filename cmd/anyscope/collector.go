@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -39,7 +42,7 @@ type CollectorFlags struct {
 	AgentRequestBurst float64       `name:"agent-request-burst" help:"Requests each agent token may make at once." default:"20"`
 	AgentResultRate   float64       `name:"agent-result-rate" help:"Results per second each agent may deliver on average (0: no limit); beyond it 429 with Retry-After." default:"5000"`
 	AgentResultBurst  float64       `name:"agent-result-burst" help:"Results each agent may deliver at once." default:"10000"`
-	MaxIngest         int           `name:"max-ingest" help:"Results requests decoded and stored at once (0: the database pool size less one; pool_max_conns in --db sets the pool)." default:"0"`
+	MaxIngest         int           `name:"max-ingest" help:"Results requests decoded and stored at once (0: the database pool size less one; the pool is 16 unless pool_max_conns in --db sets it)." default:"0"`
 	IngestWait        time.Duration `name:"ingest-wait" help:"How long a results request waits for a free ingest slot before it is answered 503 with Retry-After." default:"2s"`
 }
 
@@ -66,6 +69,38 @@ func (f *CollectorFlags) options(poolSize int) (collector.Options, error) {
 	return o, nil
 }
 
+// collectorPool is the collector's connection pool unless the connection
+// string sets pool_max_conns: pgx's default (the larger of 4 and the CPU
+// count) leaves three ingest slots on a small machine, and each batch's
+// commit waits for its WAL flush, so a few hundred agents would queue behind
+// them; concurrent commits share flushes. Several collectors on one
+// PostgreSQL need max_connections ≥ their sum plus the analyzer and web.
+const collectorPool = 16
+
+// withPoolDefault returns dsn with pool_max_conns=n unless it sets one.
+func withPoolDefault(dsn string, n int) (string, error) {
+	if strings.Contains(dsn, "pool_max_conns") {
+		return dsn, nil
+	}
+	return withDSNParam(dsn, "pool_max_conns", strconv.Itoa(n))
+}
+
+// withDSNParam returns dsn, a URL (postgres://…) or key=value pairs, with
+// key set to value (appended last, a key=value string's later pair wins).
+func withDSNParam(dsn, key, value string) (string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", fmt.Errorf("connection string: %w", err)
+		}
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
+		return u.String(), nil
+	}
+	return strings.TrimSpace(dsn + " " + key + "=" + value), nil
+}
+
 // poolSize returns the size of the connection pool the store opens for dsn.
 func poolSize(dsn string) (int, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -79,6 +114,9 @@ func poolSize(dsn string) (int, error) {
 func (c *CollectorCmd) Run(ctx context.Context, log *slog.Logger) error {
 	dsn, err := c.dsn(ctx, log)
 	if err != nil {
+		return err
+	}
+	if dsn, err = withPoolDefault(dsn, collectorPool); err != nil {
 		return err
 	}
 	pool, err := poolSize(dsn)
