@@ -34,8 +34,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvOn(t, pgtest.DB(t))
+}
+
+// newEnvOn is newEnv on the database dsn.
+func newEnvOn(t *testing.T, dsn string) *env {
+	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, pgtest.DB(t))
+	st, err := store.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
