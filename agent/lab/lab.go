@@ -24,6 +24,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,6 +228,9 @@ func (l *Lab) Up(ctx context.Context, name string, src []byte) (err error) {
 	if _, err := l.Down(ctx); err != nil {
 		return fmt.Errorf("clean up before up: %w", err)
 	}
+	if err := hostAddrFree(t.Management.Host); err != nil {
+		return err
+	}
 	p := newPlan(t, l.prefix)
 	if err := os.MkdirAll(l.dir, 0o755); err != nil {
 		return fmt.Errorf("lab state dir: %w", err)
@@ -256,6 +261,35 @@ func (l *Lab) Up(ctx context.Context, name string, src []byte) (err error) {
 	l.log.Info("lab up", "topology", name, "routers", len(t.Routers), "sites", len(t.Sites),
 		"vantage_points", len(t.VantagePoints), "elapsed", time.Since(start).Round(time.Millisecond))
 	return l.event(Event{Event: "up", Detail: name})
+}
+
+// hostAddrFree fails when host, the management network's address in this
+// host's namespace, is already on one of its interfaces: another lab (of
+// another prefix) with the same management network is up, and the two would
+// mix their agents' traffic. Lab commands that give the host an address run
+// one at a time (tests and scripts take flock /tmp/anyscope-lab.lock).
+func hostAddrFree(host netip.Addr) error {
+	if !host.IsValid() {
+		return nil
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("lab: list interfaces: %w", err)
+	}
+	for _, ifc := range ifs {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == host {
+					return fmt.Errorf("lab: the management host address %s is already on interface %s: another lab with this management network is up (take it down, or wait for it: flock /tmp/anyscope-lab.lock)", host, ifc.Name)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (l *Lab) nodeDir(node string) string { return filepath.Join(l.dir, node) }

@@ -17,7 +17,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/anyscope/anyscope/agent/lab"
+	"github.com/anyscope/anyscope/agent/spool"
 	"github.com/anyscope/anyscope/analysis"
 	"github.com/anyscope/anyscope/analysis/analyzer"
 	"github.com/anyscope/anyscope/analysis/catchment"
@@ -32,7 +35,9 @@ import (
 // on the lab's management network, one agent inside every vantage point,
 // and a scenario that withdraws one site and black-holes another. It then
 // checks the catchment measured before the scenario against the lab's ground
-// truth (read from the routers, not from DNS) and prints the report.
+// truth (read from the routers, not from DNS), checks that the collector
+// holds every result each agent measured exactly once (also across a
+// collector outage, with --collector-outage) and prints the report.
 type DemoCmd struct {
 	Baseline  time.Duration `help:"How long the agents measure before the scenario." default:"25s"`
 	After     time.Duration `help:"How long they measure after each change of the scenario." default:"30s"`
@@ -42,6 +47,9 @@ type DemoCmd struct {
 	Format    string        `help:"Report format: md or json." default:"md" enum:"md,json"`
 	Keep      bool          `help:"Keep the demo directory (database, spools, logs) and print its path; the lab is always taken down."`
 	Listen    string        `help:"Collector address on the management network." default:"198.19.0.1:8740"`
+	// CollectorOutage adds a last phase: the collector is killed for this
+	// long while the agents keep probing, then restarted.
+	CollectorOutage time.Duration `name:"collector-outage" help:"After the scenario, kill the collector for this long while the agents keep probing and spooling, restart it, and check that everything arrives exactly once (0: no outage)." default:"0s"`
 	// Lab flags: a prefix and state directory of the demo's own, so a lab
 	// the user built by hand is not touched.
 	Prefix   string `help:"Namespace prefix of the demo's lab." default:"dm-"`
@@ -82,6 +90,9 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 	if c.Baseline < 10*time.Second || c.After < 10*time.Second {
 		return errors.New("--baseline and --after must be at least 10s (two probe intervals)")
+	}
+	if c.CollectorOutage != 0 && c.CollectorOutage < 2*demoInterval {
+		return fmt.Errorf("--collector-outage must be 0 (none) or at least %s (two probe intervals)", 2*demoInterval)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -141,11 +152,11 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 
 	step("starting the collector on the management network (%s)", c.Listen)
-	stopColl, err := startCollector(ctx, self, dir, dsn, c.Listen)
+	coll, err := runCollector(ctx, self, dir, dsn, c.Listen, "collector.log")
 	if err != nil {
 		return err
 	}
-	defer stopColl()
+	defer func() { coll.stop() }() // the one running at the end
 
 	step("registering %d vantage points and starting one agent inside each (probing every 5s on average)", len(vps))
 	agents, err := c.startAgents(ctx, l, st, self, dir, vps)
@@ -201,6 +212,24 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if ph.fixVP, _, err = run(fmt.Sprintf("fix %s's uplink", c.BreakVP), lab.Step{Do: "fix-vp", Target: c.BreakVP}, 10*time.Second); err != nil {
 		return err
 	}
+	if c.CollectorOutage > 0 {
+		step("collector outage: killing the collector (SIGKILL) for %s while the agents keep probing and spooling", c.CollectorOutage)
+		coll.kill()
+		ph.outage, ph.outageFor = time.Now(), c.CollectorOutage
+		if err := sleepCtx(ctx, c.CollectorOutage); err != nil {
+			return err
+		}
+		step("restarting the collector; the agents deliver what they spooled, oldest first")
+		back, err := runCollector(ctx, self, dir, dsn, c.Listen, "collector-after-outage.log")
+		if err != nil {
+			return err
+		}
+		coll = back
+		ph.outageEnd = time.Now()
+		if err := waitCaughtUp(ctx, st, vps, ph.outageEnd, c.CollectorOutage+time.Minute); err != nil {
+			return err
+		}
+	}
 	step("stopping the agents (each ships what it still holds)")
 	if err := agents.stop(); err != nil {
 		return err
@@ -221,6 +250,11 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	delivery, err := checkDelivery(ctx, st, dsn, dir, vps, &ph)
+	if err != nil {
+		return err
+	}
+	problems = append(problems, delivery...)
 	fmt.Fprintln(os.Stderr)
 
 	step("report for the whole run (anyscope report --since %s --until %s)", ph.start.Add(-time.Minute).UTC().Format(time.RFC3339), ph.end.UTC().Format(time.RFC3339))
@@ -245,7 +279,11 @@ func (c *DemoCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 // phases are the times and ground truths of the demo's scenario.
 type phases struct {
 	start, withdraw, restore, blackhole, unhole, breakVP, fixVP, end time.Time
-	base, withdrawn, holed                                           *lab.Truth
+	// outage and outageEnd bound the collector's outage (it was down for
+	// outageFor, then restarted); zero: none.
+	outage, outageEnd      time.Time
+	outageFor              time.Duration
+	base, withdrawn, holed *lab.Truth
 }
 
 // settle is how long after a change the demo leaves routing and the agents
@@ -255,15 +293,8 @@ const settle = 5 * time.Second
 // check compares what analysis found with what the lab did, prints each
 // verdict, and returns the failed ones.
 func (c *DemoCmd) check(ctx context.Context, st *store.Store, ph *phases) ([]string, error) {
-	var problems []string
-	verdict := func(ok bool, format string, args ...any) {
-		mark := "ok  "
-		if !ok {
-			mark = "FAIL"
-			problems = append(problems, fmt.Sprintf(format, args...))
-		}
-		fmt.Fprintf(os.Stderr, "  %s "+format+"\n", append([]any{mark}, args...)...)
-	}
+	var v verdicts
+	verdict := v.add
 	analyse := func(since, until time.Time) (analyzer.Findings, error) {
 		return analyzer.Run(ctx, st, "", analyzer.Config{Window: catchment.Window{Since: since, Until: until}})
 	}
@@ -403,7 +434,112 @@ func (c *DemoCmd) check(ctx context.Context, st *store.Store, ph *phases) ([]str
 	}
 	verdict(len(kinds[analysis.IncidentBlackhole]) == 1 && len(kinds[analysis.IncidentVantagePoint]) == 1 && len(kinds[analysis.IncidentOutage]) == 0,
 		"anyscope analyze --every stored the black hole and the vantage-point incident: %v", kinds)
-	return problems, nil
+	return v.problems, nil
+}
+
+// verdicts prints checks as they are made and collects the failed ones.
+type verdicts struct{ problems []string }
+
+func (v *verdicts) add(ok bool, format string, args ...any) {
+	mark := "ok  "
+	if !ok {
+		mark = "FAIL"
+		v.problems = append(v.problems, fmt.Sprintf(format, args...))
+	}
+	fmt.Fprintf(os.Stderr, "  %s "+format+"\n", append([]any{mark}, args...)...)
+}
+
+// waitCaughtUp waits until the collector holds, for every agent, a result
+// measured after since: agents upload their spools oldest first, so by then
+// each has delivered what it spooled before.
+func waitCaughtUp(ctx context.Context, st *store.Store, agents []string, since time.Time, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		hs, _, err := st.AgentsHealth(ctx, time.Now(), 0)
+		if err != nil {
+			return err
+		}
+		var behind []string
+		for _, name := range agents {
+			i := slices.IndexFunc(hs, func(h store.AgentHealth) bool { return h.Name == name })
+			if i < 0 || hs[i].NewestMeasured == nil || !hs[i].NewestMeasured.After(since) {
+				behind = append(behind, name)
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d agents delivered nothing measured after the collector came back within %s: %s",
+				len(behind), timeout, strings.Join(behind, ", "))
+		}
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// checkDelivery checks, agent by agent, that what it measured arrived
+// exactly once: the collector holds every sequence number from 1 to its
+// highest once, and no gap; everything the agent saw acknowledged is
+// stored, and the rest is still in its spool, to be sent at its next start.
+// After a collector outage, it also checks that every agent's results
+// measured during the outage arrived.
+func checkDelivery(ctx context.Context, st *store.Store, dsn, dir string, agents []string, ph *phases) ([]string, error) {
+	var v verdicts
+	fmt.Fprintln(os.Stderr, "Checks of delivery (every result of every agent, exactly once):")
+	var inOutage map[string]int64
+	if !ph.outage.IsZero() {
+		var err error
+		if inOutage, err = measuredBetween(ctx, dsn, ph.outage, ph.outageEnd); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range agents {
+		acc, err := st.SeqAccounting(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		sp, err := spool.Open(filepath.Join(dir, name, "spool"), spool.Options{})
+		if err != nil {
+			return nil, err
+		}
+		pending, _, _ := sp.Stats()
+		last := sp.NextSeq() - 1 // the highest seq the agent handed out
+		sp.Close()
+		acked := int64(last) - int64(pending)
+		v.add(acc.Stored > 0 && acc.Rows == acc.Stored && acc.Holes == 0 && acc.Gaps == 0 && acc.Highest <= int64(last) && acked <= acc.Highest,
+			"%s: the collector holds seqs 1..%d, each once (%d rows, %d holes, %d gaps); the agent numbered up to %d and holds %d undelivered",
+			name, acc.Highest, acc.Rows, acc.Holes, acc.Gaps, last, pending)
+		if inOutage != nil {
+			v.add(inOutage[name] > 0, "%s: %d results measured during the %s collector outage arrived after it",
+				name, inOutage[name], ph.outageFor)
+		}
+	}
+	return v.problems, nil
+}
+
+// measuredBetween counts each agent's stored results measured in [from, to).
+func measuredBetween(ctx context.Context, dsn string, from, to time.Time) (map[string]int64, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("count the results measured during the outage: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rows, err := conn.Query(ctx, `
+		SELECT a.name, count(*) FROM results r JOIN agents a ON a.id = r.agent_id
+		WHERE r.measured_at >= $1 AND r.measured_at < $2 GROUP BY a.name`, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("count the results measured during the outage: %w", err)
+	}
+	n := map[string]int64{}
+	var name string
+	var count int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &count}, func() error { n[name] = count; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("count the results measured during the outage: %w", err)
+	}
+	return n, nil
 }
 
 // demoInterval is the probe interval of demoTargets.
@@ -663,8 +799,29 @@ func startStore(ctx context.Context, log *slog.Logger, dir string) (st *store.St
 // listen, storing into dsn and logging to dir/collector.log, and waits until
 // it serves. stop interrupts it and waits for it to exit.
 func startCollector(ctx context.Context, self, dir, dsn, listen string) (stop func(), err error) {
+	p, err := runCollector(ctx, self, dir, dsn, listen, "collector.log")
+	if err != nil {
+		return nil, err
+	}
+	return p.stop, nil
+}
+
+// collectorProc is a collector subprocess.
+type collectorProc struct {
+	cmd  *exec.Cmd
+	log  *os.File
+	once sync.Once
+}
+
+// runCollector runs the collector (the binary self) as a subprocess on
+// listen, storing into dsn and logging to dir/logName, and waits until it
+// serves.
+func runCollector(ctx context.Context, self, dir, dsn, listen, logName string) (*collectorProc, error) {
 	readyFile := filepath.Join(dir, "collector.addr")
-	collLog, err := os.Create(filepath.Join(dir, "collector.log"))
+	if err := os.Remove(readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	collLog, err := os.Create(filepath.Join(dir, logName))
 	if err != nil {
 		return nil, err
 	}
@@ -676,16 +833,27 @@ func startCollector(ctx context.Context, self, dir, dsn, listen string) (stop fu
 		collLog.Close()
 		return nil, err
 	}
-	stop = func() {
-		coll.Process.Signal(os.Interrupt)
-		coll.Wait()
-		collLog.Close()
-	}
+	p := &collectorProc{cmd: coll, log: collLog}
 	if _, err := waitForFile(ctx, readyFile, 30*time.Second); err != nil {
-		stop()
+		p.stop()
 		return nil, fmt.Errorf("collector did not start (log in %s): %w", collLog.Name(), err)
 	}
-	return stop, nil
+	return p, nil
+}
+
+// stop interrupts the collector and waits for it to exit (once: later calls
+// do nothing).
+func (p *collectorProc) stop() { p.end(os.Interrupt) }
+
+// kill kills the collector with SIGKILL, as a crash would, and waits for it.
+func (p *collectorProc) kill() { p.end(os.Kill) }
+
+func (p *collectorProc) end(sig os.Signal) {
+	p.once.Do(func() {
+		p.cmd.Process.Signal(sig)
+		p.cmd.Wait()
+		p.log.Close()
+	})
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

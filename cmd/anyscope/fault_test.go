@@ -26,7 +26,7 @@ import (
 	"github.com/anyscope/anyscope/agent/shipper"
 	"github.com/anyscope/anyscope/agent/spool"
 	api "github.com/anyscope/anyscope/collector/api/v1"
-	"github.com/anyscope/anyscope/collector/pgcluster/pgtest"
+	"github.com/anyscope/anyscope/collector/pgcluster"
 	"github.com/anyscope/anyscope/collector/store"
 )
 
@@ -39,10 +39,10 @@ import (
 // apart from the demo's 127.0.0.11-13.
 var faultHosts = []string{"127.0.0.21", "127.0.0.22", "127.0.0.23"}
 
-// faultTarget is the target both tests measure: faultHosts, probed for DNS
-// identity at the shortest interval the targets file allows.
-func faultTarget() store.Target {
-	t := store.Target{Name: "fault-dns", Probes: []string{string(api.KindDNS)}, Interval: 5 * time.Second}
+// faultTarget is the target the tests measure: faultHosts, probed for DNS
+// identity every interval.
+func faultTarget(interval time.Duration) store.Target {
+	t := store.Target{Name: "fault-dns", Probes: []string{string(api.KindDNS)}, Interval: interval}
 	for _, h := range faultHosts {
 		t.Addresses = append(t.Addresses, netip.MustParseAddr(h))
 	}
@@ -65,9 +65,9 @@ func faultRand(t *testing.T) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 }
 
-// faultStore opens the test's database and registers agent, returning the
-// store and the agent's token.
-func faultStore(t *testing.T, ctx context.Context, dsn, agent string) (*store.Store, string) {
+// faultStore opens the test's database, registers agent and applies
+// target, returning the store and the agent's token.
+func faultStore(t *testing.T, ctx context.Context, dsn, agent string, target store.Target) (*store.Store, string) {
 	t.Helper()
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -79,7 +79,7 @@ func faultStore(t *testing.T, ctx context.Context, dsn, agent string) (*store.St
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.ApplyTargets(ctx, []store.Target{faultTarget()}); err != nil {
+	if _, err := st.ApplyTargets(ctx, []store.Target{target}); err != nil {
 		t.Fatal(err)
 	}
 	return st, token
@@ -272,7 +272,9 @@ type watchTransport struct {
 	base     http.RoundTripper
 	inFlight atomic.Int64
 	lastTook atomic.Int64 // duration of the last upload that got an answer
-	loseAck  atomic.Pointer[func()]
+	// unavailable counts the uploads answered 503 Service Unavailable.
+	unavailable atomic.Int64
+	loseAck     atomic.Pointer[func()]
 }
 
 func (w *watchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -285,6 +287,9 @@ func (w *watchTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err != nil {
 		w.inFlight.Add(-1)
 		return nil, err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		w.unavailable.Add(1)
 	}
 	if lose := w.loseAck.Swap(nil); lose != nil && resp.StatusCode == http.StatusOK {
 		io.Copy(io.Discard, resp.Body)
@@ -436,65 +441,59 @@ func checkPartitionsAhead(t *testing.T, ctx context.Context, dsn string) {
 	}
 }
 
-// seqCounts returns count(*) and count(DISTINCT seq) of agent's results.
-func seqCounts(t *testing.T, ctx context.Context, dsn, agent string) (rows, distinct int64) {
-	t.Helper()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	err = conn.QueryRow(ctx, `
-		SELECT count(*), count(DISTINCT r.seq)
-		FROM results r JOIN agents a ON a.id = r.agent_id WHERE a.name = $1`, agent).Scan(&rows, &distinct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rows, distinct
-}
-
 // The collector is killed with SIGKILL at random moments while batches are
-// in flight and restarted on the same port; the agent's shipper retries
-// what was not acknowledged. Every result arrives exactly once: a batch
-// committed just before the kill comes again and is stored as duplicates.
+// in flight and restarted on the same port, and the PostgreSQL under it is
+// restarted, alternately shut down (fast: sessions cut, open transactions
+// rolled back) and crashed (every server process SIGKILLed), at random
+// moments too. Nobody steps in: the agent's shipper retries what was not
+// acknowledged, and the collector answers 503 while the database is down and
+// finds it again by itself. Every result arrives exactly once: a batch
+// committed just before a kill comes again and is stored as duplicates.
 func TestCollectorKilledDuringIngest(t *testing.T) {
 	t.Parallel()
-	const (
-		agentName = "fault-vp1"
-		total     = 40000
-		// Kills at random moments with a batch in flight, and kills
-		// between a commit and the agent reading its acknowledgement.
-		minKills, minLostAcks = 5, 2
-	)
+	const agentName = "fault-vp1"
+	kills := scaled(t, "collector kills", 10, 40)
+	restarts := scaled(t, "PostgreSQL restarts", 2, 8)
+	// Every fourth kill falls between a commit and the agent reading the
+	// acknowledgement; at least half of the others must hit a batch in
+	// flight, or more kills follow.
+	lostAckKill := func(kill int) bool { return kill%4 == 1 }
+	minInFlight := (kills - (kills+2)/4) / 2
 	rng := faultRand(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), scaled(t, "time limit", 4*time.Minute, 20*time.Minute))
 	defer cancel()
-	dsn := pgtest.DB(t)
-	st, token := faultStore(t, ctx, dsn, agentName)
+	cl, dsn := privateCluster(t, ctx)
+	_, token := faultStore(t, ctx, dsn, agentName, faultTarget(5*time.Second))
 
-	// The spool of an agent that was cut off for the last hour: one sweep
-	// per Append, so the spool numbers each sweep's round.
+	// The spool of an agent that was cut off for a while and keeps
+	// measuring: one sweep per Append, so the spool numbers each sweep's
+	// round. topUp spools more sweeps until n results are pending, so that
+	// there is always an upload to kill, and few are left to drain at the
+	// end.
 	start := time.Now()
 	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sp.Close() })
-	want := make([]api.Result, 0, total)
-	first := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
-	for sweep := 0; len(want) < total; sweep++ {
-		rs := syntheticSweep(first.Add(time.Duration(sweep) * 1500 * time.Millisecond))
-		rs = rs[:min(len(rs), total-len(want))]
-		out, err := sp.Append(rs)
-		if err != nil {
-			t.Fatal(err)
+	pending := func() int { n, _, _ := sp.Stats(); return n }
+	var want []api.Result
+	sweeps := 0
+	first := time.Now().Add(-2 * time.Hour).Truncate(time.Millisecond)
+	topUp := func(n int) {
+		t.Helper()
+		for pending() < n {
+			out, err := sp.Append(syntheticSweep(first.Add(time.Duration(sweeps) * 100 * time.Millisecond)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, out...)
+			sweeps++
 		}
-		want = append(want, out...)
 	}
-	if n, _, _ := sp.Stats(); n != total || sp.NextSeq() != total+1 {
-		t.Fatalf("spool holds %d results, next seq %d; want %d, %d", n, sp.NextSeq(), total, total+1)
-	}
-	t.Logf("spooled %d results in %s", total, time.Since(start).Round(time.Millisecond))
+	const minPending = 10000 // five batches
+	topUp(2 * minPending)
+	t.Logf("spooled %d results in %s", len(want), time.Since(start).Round(time.Millisecond))
 
 	ps := newProcs(t)
 	addr := freeTCPAddr(t)
@@ -523,31 +522,96 @@ func TestCollectorKilledDuringIngest(t *testing.T) {
 		<-shipped
 	})
 
-	pending := func() int { n, _, _ := sp.Stats(); return n }
+	// The faults in random order: the kills, and the restarts of the
+	// database, the first a fast shutdown and the next a crash, and so on.
+	var faults []string
+	for range kills {
+		faults = append(faults, "collector")
+	}
+	for range restarts {
+		faults = append(faults, "database")
+	}
+	rng.Shuffle(len(faults), func(i, j int) { faults[i], faults[j] = faults[j], faults[i] })
+
+	// atRandomMoment waits for an upload in flight, then for a random part
+	// of a typical upload's time, and reports whether one is still in
+	// flight.
+	atRandomMoment := func(after string) bool {
+		waitUntil(t, time.Minute, "an upload in flight", func() bool {
+			if pending() == 0 {
+				t.Fatalf("the spool drained after %s: top it up with more results", after)
+			}
+			return tr.inFlight.Load() > 0
+		})
+		took := max(time.Duration(tr.lastTook.Load()), 10*time.Millisecond)
+		time.Sleep(time.Duration(rng.Int64N(int64(took))))
+		return tr.inFlight.Load() > 0
+	}
 	start = time.Now()
-	kills, inFlight, lostAcks := 0, 0, 0
-	for inFlight < minKills || lostAcks < minLostAcks {
-		// Some progress since the collector (re)started first.
+	killed, inFlight, lostAcks, dbStops := 0, 0, 0, 0
+	for i := 0; i < len(faults) || inFlight < minInFlight; i++ {
+		fault := "collector"
+		if i < len(faults) {
+			fault = faults[i]
+		} else if i >= 2*len(faults) {
+			t.Fatalf("only %d of %d kills at random moments hit a batch in flight; want %d", inFlight, killed-lostAcks, minInFlight)
+		}
+		topUp(minPending)
+		// Some progress since the last fault.
 		before := pending()
-		waitUntil(t, time.Minute, fmt.Sprintf("progress after %d kills", kills), func() bool {
+		done := fmt.Sprintf("%d kills and %d database restarts", killed, dbStops)
+		waitUntil(t, time.Minute, "progress after "+done, func() bool {
+			if coll.exited() {
+				t.Fatalf("%s exited on its own: %v", coll.name, coll.err)
+			}
 			return pending() < before
 		})
 		what := ""
-		if lostAcks < minLostAcks && kills%3 == 1 {
+		switch {
+		case fault == "database":
+			hit := atRandomMoment(done)
+			unavailable := tr.unavailable.Load()
+			how := "shut down (fast)"
+			if dbStops%2 == 1 {
+				how = "crashed (every process SIGKILLed)"
+				if err := cl.Kill(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := cl.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			dbStops++
+			// The collector stays up and tells the agent to come back.
+			waitUntil(t, time.Minute, "a 503 from the collector while PostgreSQL is down", func() bool {
+				return tr.unavailable.Load() > unavailable
+			})
+			if coll.exited() {
+				t.Fatalf("%s exited while PostgreSQL was down: %v", coll.name, coll.err)
+			}
+			if cl, err = pgcluster.Start(ctx, cl.Options()); err != nil {
+				t.Fatal(err)
+			}
+			if hit {
+				how += " with a batch in flight"
+			}
+			t.Logf("PostgreSQL restart %d after %s: %s; the collector answered 503 meanwhile; %d results still spooled",
+				dbStops, time.Since(start).Round(time.Millisecond), how, pending())
+			continue
+		case lostAckKill(killed + 1):
 			// Kill it after it committed a batch, before the agent has
 			// read the acknowledgement: the batch comes again.
-			answered, killed := make(chan struct{}), make(chan struct{})
+			answered, dead := make(chan struct{}), make(chan struct{})
 			lose := func() {
 				close(answered)
-				<-killed
+				<-dead
 			}
-			release := sync.OnceFunc(func() { close(killed) })
+			release := sync.OnceFunc(func() { close(dead) })
 			t.Cleanup(release) // never leave the shipper waiting, even on failure
 			tr.loseAck.Store(&lose)
 			select {
 			case <-answered:
 			case <-time.After(time.Minute):
-				t.Fatalf("no upload was answered within a minute after %d kills", kills)
+				t.Fatalf("no upload was answered within a minute after %s", done)
 			}
 			ok := coll.kill()
 			release()
@@ -556,17 +620,8 @@ func TestCollectorKilledDuringIngest(t *testing.T) {
 			}
 			lostAcks++
 			what = "after committing a batch, before the agent read the acknowledgement"
-		} else {
-			// Kill it at a random moment within a typical upload.
-			waitUntil(t, time.Minute, "an upload in flight", func() bool {
-				if pending() == 0 {
-					t.Fatalf("the spool drained after %d kills, %d of them with a batch in flight; want %d", kills, inFlight, minKills)
-				}
-				return tr.inFlight.Load() > 0
-			})
-			took := max(time.Duration(tr.lastTook.Load()), 10*time.Millisecond)
-			time.Sleep(time.Duration(rng.Int64N(int64(took))))
-			hit := tr.inFlight.Load() > 0
+		default:
+			hit := atRandomMoment(done)
 			if !coll.kill() {
 				t.Fatalf("%s was not killed by SIGKILL: %v", coll.name, coll.err)
 			}
@@ -576,180 +631,85 @@ func TestCollectorKilledDuringIngest(t *testing.T) {
 				what = "with a batch in flight"
 			}
 		}
-		kills++
+		killed++
 		t.Logf("kill %d (%s) after %s %s; %d results still spooled",
-			kills, coll.name, time.Since(start).Round(time.Millisecond), what, pending())
+			killed, coll.name, time.Since(start).Round(time.Millisecond), what, pending())
 		coll, _ = ps.collector(dsn, addr)
 	}
 
 	waitUntil(t, 2*time.Minute, "the spool to drain", func() bool { return pending() == 0 })
 	dups := counter(t, reg, "anyscope_shipper_results_duplicate_total")
-	t.Logf("drained %d results in %s with %d kills (%d with a batch in flight, %d losing an acknowledgement); acknowledged %.0f accepted, %.0f duplicates",
-		total, time.Since(start).Round(time.Millisecond), kills, inFlight, lostAcks,
-		counter(t, reg, "anyscope_shipper_results_accepted_total"), dups)
+	t.Logf("drained %d results in %s with %d kills (%d with a batch in flight, %d losing an acknowledgement) and %d PostgreSQL restarts; acknowledged %.0f accepted, %.0f duplicates; %d answers 503",
+		len(want), time.Since(start).Round(time.Millisecond), killed, inFlight, lostAcks, dbStops,
+		counter(t, reg, "anyscope_shipper_results_accepted_total"), dups, tr.unavailable.Load())
 	if dups == 0 {
 		t.Errorf("no duplicates acknowledged although %d acknowledgements were lost: were the batches not stored?", lostAcks)
 	}
+	if coll.exited() {
+		t.Errorf("%s exited: %v", coll.name, coll.err)
+	}
 
-	count, maxSeq, err := st.AgentSeqStats(ctx, agentName)
+	st, err := store.Open(ctx, dsn) // the first store's connections died with the server
 	if err != nil {
 		t.Fatal(err)
 	}
-	if count != total || maxSeq != total {
-		t.Errorf("stored %d results up to seq %d; want %d up to %d", count, maxSeq, total, total)
+	defer st.Close()
+	acc, err := st.SeqAccounting(ctx, agentName)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rows, distinct := seqCounts(t, ctx, dsn, agentName); rows != distinct {
-		t.Errorf("%d rows hold only %d distinct seqs", rows, distinct)
+	if total := int64(len(want)); acc.Stored != total || acc.Highest != total || acc.Holes != 0 || acc.Gaps != 0 {
+		t.Errorf("stored %d results up to seq %d (%d holes, %d gaps); want %d up to %d, no hole, no gap",
+			acc.Stored, acc.Highest, acc.Holes, acc.Gaps, total, total)
+	}
+	if acc.Rows != acc.Stored {
+		t.Errorf("%d rows hold only %d distinct seqs", acc.Rows, acc.Stored)
 	}
 	checkStored(t, ctx, dsn, agentName, want)
 	checkPartitionsAhead(t, ctx, dsn)
 }
 
-// The agent is killed with SIGKILL at random moments while it measures real
-// DNS servers and ships to a real collector, and restarted on the same
-// spool; a last run with --once ships the rest. Its sequence numbers stay
-// contiguous across the kills, none is given to two measurements, and
-// nothing it measured is lost.
-func TestAgentKilledAndRestarted(t *testing.T) {
-	t.Parallel()
-	const (
-		agentName = "fault-vp2"
-		kills     = 5
-		window    = 27 * time.Second // the kills fall within it
-	)
-	rng := faultRand(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dsn := pgtest.DB(t)
-	st, token := faultStore(t, ctx, dsn, agentName)
-
-	port := freePortOn(t, faultHosts)
-	for i, h := range faultHosts {
-		code := []string{"ams", "fra", "lhr"}[i]
-		s := &demoSite{
-			addr:    net.JoinHostPort(h, strconv.Itoa(port)),
-			servers: []string{fmt.Sprintf("ns1.xx-%s.fault.example", code)},
-			nsids:   []string{code + "-1"},
-		}
-		if err := s.start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.stop)
-	}
-
-	ps := newProcs(t)
-	_, addr := ps.collector(dsn, "127.0.0.1:0")
-	dir := t.TempDir()
-	tokenFile, spoolDir, cfgFile := filepath.Join(dir, "token"), filepath.Join(dir, "spool"), filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := fmt.Sprintf(`name: %s
-collector: http://%s
-token_file: %s
-spool_dir: %s
-allow: [127.0.0.0/8]
-dns_port: %d
-timeout: 1s
-max_rate: 1000
-`, agentName, addr, tokenFile, spoolDir, port)
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	// Lives of random length that add up to the window, so some are
-	// killed while starting and at least one (window/kills or longer) while
-	// measuring and shipping.
-	lives := make([]time.Duration, kills)
-	weights := make([]float64, kills)
-	sum := 0.0
-	for i := range weights {
-		weights[i] = 1 - rng.Float64() // (0, 1]
-		sum += weights[i]
-	}
-	for i, w := range weights {
-		lives[i] = time.Duration(w / sum * float64(window))
-	}
-	start := time.Now()
-	for i, life := range lives {
-		ag := ps.start("agent", "agent", "--config", cfgFile)
-		select {
-		case <-ag.done:
-			t.Fatalf("%s exited on its own: %v", ag.name, ag.err)
-		case <-time.After(life):
-		}
-		if !ag.kill() {
-			t.Fatalf("%s was not killed by SIGKILL: %v", ag.name, ag.err)
-		}
-		count, maxSeq, err := st.AgentSeqStats(ctx, agentName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("kill %d (%s) after %s: collector holds %d results up to seq %d",
-			i+1, ag.name, life.Round(time.Millisecond), count, maxSeq)
-	}
-	next, _ := spoolState(t, spoolDir)
-	measured := next - 1
-	t.Logf("the agent measured %d results in %s between %d kills", measured, time.Since(start).Round(time.Millisecond), kills)
-	if measured == 0 {
-		t.Errorf("the agent measured nothing before it was killed: the kills hit nothing")
-	}
-
-	once := ps.start("agent", "agent", "--config", cfgFile, "--once")
-	select {
-	case <-once.done:
-		if once.err != nil {
-			t.Fatalf("%s: %v", once.name, once.err)
-		}
-	case <-ctx.Done():
-		t.Fatalf("%s did not finish", once.name)
-	}
-
-	count, maxSeq, err := st.AgentSeqStats(ctx, agentName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, distinct := seqCounts(t, ctx, dsn, agentName)
-	t.Logf("collector holds %d results up to seq %d after %d kills and a run with --once", count, maxSeq, kills)
-	if count == 0 || count != maxSeq {
-		t.Errorf("stored %d results up to seq %d: want 1..n without holes", count, maxSeq)
-	}
-	if rows != distinct {
-		t.Errorf("%d rows hold only %d distinct seqs: a seq was given to two measurements", rows, distinct)
-	}
-	if next, pending := spoolState(t, spoolDir); pending != 0 || next != uint64(maxSeq)+1 {
-		t.Errorf("the spool holds %d unshipped results and numbers the next %d, the collector's last seq is %d: want 0 and %d",
-			pending, next, maxSeq, maxSeq+1)
-	}
-
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var failed int64
-	var examples []string
-	err = conn.QueryRow(ctx, `
-		SELECT count(*), coalesce((array_agg(r.seq || ' ' || host(r.address) || ' ' || r.transport || ' ' || r.query || ': ' || r.failure ORDER BY r.seq))[1:5], '{}')
-		FROM results r JOIN agents a ON a.id = r.agent_id
-		WHERE a.name = $1 AND r.failure <> ''`, agentName).Scan(&failed, &examples)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if failed > 0 {
-		t.Errorf("%d results failed although every DNS server was up, e.g. %v", failed, examples)
-	}
-}
-
-// spoolState opens the spool an agent left behind and returns the seq its
-// next result would get and how many results it still holds unshipped.
-func spoolState(t *testing.T, dir string) (next uint64, pending int) {
+// privateCluster starts a PostgreSQL cluster of the test's own, which it
+// may stop and crash (the shared pgtest cluster serves the other tests), and
+// returns it and the DSN of its migrated anyscope database. It keeps
+// PostgreSQL's durability settings: with synchronous_commit off, as in
+// pgtest's clusters, a crash may lose commits the collector has already
+// acknowledged. The cluster is stopped and removed when the test ends.
+func privateCluster(t *testing.T, ctx context.Context) (*pgcluster.Cluster, string) {
 	t.Helper()
-	sp, err := spool.Open(dir, spool.Options{})
+	base := os.TempDir()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		base = "/dev/shm" // fsync costs nothing there
+	}
+	tmp, err := os.MkdirTemp(base, "anyscope-fault-pg-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sp.Close()
-	pending, _, _ = sp.Stats()
-	return sp.NextSeq(), pending
+	// PostgreSQL runs as the postgres user when we are root.
+	if err := os.Chmod(tmp, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	opts := pgcluster.Options{Dir: filepath.Join(tmp, "pg"), Fsync: true}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := pgcluster.Stop(ctx, opts); err != nil {
+			t.Errorf("stopping the test's PostgreSQL: %v", err)
+		}
+		os.RemoveAll(tmp)
+	})
+	cl, err := pgcluster.Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := cl.ConnString(pgcluster.Database)
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return cl, dsn
 }
