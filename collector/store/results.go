@@ -114,7 +114,14 @@ func (b *batch) children(r *api.Result, row *resultRow) error {
 			var rtt *int64
 			var it, ic, rttl *int16
 			if h.Addr != "" {
-				hop, rtt = &h.Addr, &h.RTTUS
+				// Like result addresses: an IPv4 hop quoted as
+				// IPv4-mapped IPv6 (a dual-stack socket's view) is
+				// stored as IPv4, so one router has one address.
+				a := h.Addr
+				if ip, err := netip.ParseAddr(a); err == nil {
+					a = ip.Unmap().String()
+				}
+				hop, rtt = &a, &h.RTTUS
 				t, c, l := int16(h.ICMPType), int16(h.ICMPCode), int16(h.ReplyTTL)
 				it, ic, rttl = &t, &c, &l
 			}

@@ -409,7 +409,8 @@ func TestIngestTraceAndSession(t *testing.T) {
 			Query: api.QueryParis, RTTMicros: 900, Trace: &api.TraceValues{Flow: "udp sport=40000 dport=33435", Stop: "reached", Reached: true,
 				Hops: []api.TraceHop{
 					{TTL: 1, Addr: "198.18.0.1", RTTUS: 100, ICMPType: 11, ReplyTTL: 64},
-					{TTL: 2},
+					{TTL: 2, Addr: "::ffff:198.18.0.9", RTTUS: 300, ICMPType: 11, ReplyTTL: 63},
+					{TTL: 2, Attempt: 1},
 					{TTL: 3, Addr: "192.0.2.53", RTTUS: 900, ICMPType: 3, ICMPCode: 3, MPLS: []api.MPLS{{Label: 16, S: true, TTL: 1}}},
 				}}},
 		{Seq: 2, MeasuredAt: at.Add(time.Second), Target: "k-root", Address: "2001:db8::53", Kind: api.KindSession, Transport: api.TransportTCP,
@@ -428,8 +429,13 @@ func TestIngestTraceAndSession(t *testing.T) {
 	var end, first string
 	sqlScan(t, dsn, `SELECT count(*), count(*) FILTER (WHERE hop IS NULL), count(mpls) FROM trace_hops`, &hops, &stars, &mpls)
 	sqlScan(t, dsn, `SELECT count(*), min(end_reason), min(first_identity) FROM sessions`, &sessions, &end, &first)
-	if hops != 3 || stars != 1 || mpls != 1 {
-		t.Errorf("trace_hops: %d rows, %d stars, %d with MPLS; want 3, 1, 1", hops, stars, mpls)
+	if hops != 4 || stars != 1 || mpls != 1 {
+		t.Errorf("trace_hops: %d rows, %d stars, %d with MPLS; want 4, 1, 1", hops, stars, mpls)
+	}
+	var mapped string
+	sqlScan(t, dsn, `SELECT host(hop) FROM trace_hops WHERE ttl = 2 AND hop IS NOT NULL`, &mapped)
+	if mapped != "198.18.0.9" {
+		t.Errorf("a hop sent as ::ffff:198.18.0.9 is stored as %s, want 198.18.0.9", mapped)
 	}
 	if sessions != 1 || end != api.EndReset || first != "ams-1" {
 		t.Errorf("sessions: %d rows, end %q, first identity %q", sessions, end, first)
