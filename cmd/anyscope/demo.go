@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/anyscope/anyscope/agent/lab"
+	"github.com/anyscope/anyscope/agent/probe"
 	"github.com/anyscope/anyscope/agent/spool"
 	"github.com/anyscope/anyscope/analysis"
 	"github.com/anyscope/anyscope/analysis/analyzer"
@@ -394,9 +395,11 @@ func (c *DemoCmd) check(ctx context.Context, st *store.Store, ph *phases) ([]str
 	verdict(ok, "black-holing %s: one blackhole incident of %s with exactly %v; found %s", c.Blackhole, site(c.Blackhole), wantVPs, strings.Join(desc, ", "))
 	if ok {
 		in := holes[0]
-		// An answer is dated when its probe was sent, up to the agents'
-		// 1 s timeout before it arrived.
-		verdict(!in.Open() && !in.End.Before(ph.unhole.Add(-2*time.Second)) && in.End.Before(ph.unhole.Add(3*demoInterval+settle)),
+		// A result is dated when its probe started: an answer that came
+		// after the restore can be dated before it by up to the longest
+		// probe, HTTP's timeout (its SYN was dropped and retransmitted
+		// across the restore); a ping series takes up to 2 s, DNS 1 s.
+		verdict(!in.Open() && !in.End.Before(ph.unhole.Add(-probe.DefaultHTTPTimeout)) && in.End.Before(ph.unhole.Add(3*demoInterval+settle)),
 			"the black hole ends when %s is restored (restored %s, incident ends %s)", c.Blackhole, ph.unhole.Format("15:04:05"), in.End.Format("15:04:05"))
 	}
 	early, err := analyse(ph.start, ph.blackhole.Add(3*demoInterval))
