@@ -227,7 +227,7 @@ func (a *Agent) RunOnce(ctx context.Context) error {
 	a.m.jobs.Set(float64(len(specs)))
 	var wg sync.WaitGroup
 	for _, j := range specs {
-		wg.Go(func() { a.round(ctx, j) })
+		wg.Go(func() { a.round(ctx, j, j.target()) })
 	}
 	wg.Wait()
 	a.mu.Lock()
@@ -353,7 +353,7 @@ func (a *Agent) newProbers() error {
 // round probes one address over each transport of its kind (DNS: UDP, then
 // TCP) and spools the results together, as one round. Only the probing
 // holds a concurrency slot, not the wait for the spool's fsync.
-func (a *Agent) round(ctx context.Context, j job) {
+func (a *Agent) round(ctx context.Context, j job, t api.ScheduleTarget) {
 	select {
 	case a.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -361,7 +361,7 @@ func (a *Agent) round(ctx context.Context, j job) {
 	}
 	var results []api.Result
 	for _, tr := range transports[j.kind] {
-		results = append(results, a.probe(ctx, j, tr)...)
+		results = append(results, a.probe(ctx, j, t, tr)...)
 	}
 	<-a.sem
 	if ctx.Err() != nil {
@@ -372,14 +372,14 @@ func (a *Agent) round(ctx context.Context, j job) {
 }
 
 // probe runs one probe, turning a panic into results that say so.
-func (a *Agent) probe(ctx context.Context, j job, tr api.Transport) (results []api.Result) {
+func (a *Agent) probe(ctx context.Context, j job, t api.ScheduleTarget, tr api.Transport) (results []api.Result) {
 	start := time.Now().UTC()
 	defer func() {
 		if p := recover(); p != nil {
 			a.log.Error("agent: probe panicked", "target", j.name, "address", j.addr, "transport", tr,
 				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			results = nil
-			for _, q := range panicQueries(j, tr) {
+			for _, q := range panicQueries(j, t, tr) {
 				results = append(results, api.Result{
 					MeasuredAt: start, Target: j.name, Address: j.addr.String(),
 					Kind: j.kind, Transport: tr, Query: q, Failure: api.FailurePanic,
@@ -387,11 +387,11 @@ func (a *Agent) probe(ctx context.Context, j job, tr api.Transport) (results []a
 			}
 		}
 	}()
-	return a.probers[j.kind].Probe(ctx, j.target(), j.addr, tr)
+	return a.probers[j.kind].Probe(ctx, t, j.addr, tr)
 }
 
 // panicQueries are the queries a round of j over tr would have measured.
-func panicQueries(j job, tr api.Transport) []string {
+func panicQueries(j job, t api.ScheduleTarget, tr api.Transport) []string {
 	switch j.kind {
 	case api.KindDNS:
 		return []string{api.QueryHostnameBind, api.QueryIDServer, api.QueryNSID}
@@ -400,7 +400,7 @@ func panicQueries(j job, tr api.Transport) []string {
 	case api.KindTrace:
 		return []string{api.QueryParis}
 	case api.KindHTTP:
-		if spec := j.target().HTTP; spec != nil && spec.Method == api.QueryHead {
+		if spec := t.HTTP; spec != nil && spec.Method == api.QueryHead {
 			return []string{api.QueryHead}
 		}
 		return []string{api.QueryGet}

@@ -11,7 +11,6 @@ import (
 	"reflect"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/anyscope/anyscope/agent/probe"
@@ -46,35 +45,10 @@ type job struct {
 func (j job) target() api.ScheduleTarget {
 	t := api.ScheduleTarget{Name: j.name, NSIDQName: j.qname, SessionLifeSeconds: j.life.Seconds()}
 	if j.http != "" {
-		spec := *httpSpec(j.http)
-		t.HTTP = &spec
+		t.HTTP = new(api.HTTPSpec)
+		json.Unmarshal([]byte(j.http), t.HTTP) // marshalled by plan: cannot fail
 	}
 	return t
-}
-
-// httpSpecs caches decoded HTTP specs by their JSON: a job decodes its spec
-// at every round otherwise. Schedules name few distinct specs; the cache
-// starts over past maxHTTPSpecs, so changing schedules cannot grow it.
-var (
-	httpSpecs  sync.Map // string → *api.HTTPSpec
-	nHTTPSpecs atomic.Int32
-)
-
-const maxHTTPSpecs = 1024
-
-// httpSpec decodes a spec marshalled by plan (it cannot fail), once.
-func httpSpec(js string) *api.HTTPSpec {
-	if v, ok := httpSpecs.Load(js); ok {
-		return v.(*api.HTTPSpec)
-	}
-	spec := new(api.HTTPSpec)
-	json.Unmarshal([]byte(js), spec)
-	if nHTTPSpecs.Add(1) > maxHTTPSpecs {
-		httpSpecs.Clear()
-		nHTTPSpecs.Store(1)
-	}
-	v, _ := httpSpecs.LoadOrStore(js, spec)
-	return v.(*api.HTTPSpec)
 }
 
 // key names the job for its start offset: every job of an agent starts at
@@ -272,12 +246,14 @@ func (s *scheduler) stop() {
 // then at memoryless intervals measured from the start of each round.
 func (a *Agent) loop(ctx context.Context, j job) {
 	ctx = withTarget(ctx, j.name)
+	// A changed target is another job: its spec is decoded once here.
+	t := j.target()
 	next := time.Now().Add(a.offset(j.key(a.cfg.Name), j.mean))
 	if j.kind == api.KindSession {
 		// A session is continuous: it reconnects as soon as one ends.
 		sleep(ctx, time.Until(next))
 		if ctx.Err() == nil {
-			a.sessions.Loop(ctx, j.target(), j.addr, j.session, func(r api.Result) { a.record([]api.Result{r}) })
+			a.sessions.Loop(ctx, t, j.addr, j.session, func(r api.Result) { a.record([]api.Result{r}) })
 		}
 		return
 	}
@@ -287,7 +263,7 @@ func (a *Agent) loop(ctx context.Context, j job) {
 			return
 		}
 		start := time.Now()
-		a.round(ctx, j)
+		a.round(ctx, j, t)
 		next = start.Add(a.interval(j.mean))
 	}
 }

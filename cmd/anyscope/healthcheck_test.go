@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -196,24 +195,6 @@ func TestHealthcheckTLS(t *testing.T) {
 	}
 }
 
-// hcLog collects a process's output; stdout and stderr write concurrently.
-type hcLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *hcLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *hcLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // freeLoopbackAddr returns a loopback address nothing listened on a moment ago.
 func freeLoopbackAddr(t *testing.T) string {
 	t.Helper()
@@ -275,10 +256,10 @@ func TestHealthEndpoints(t *testing.T) {
 	ctx := t.Context()
 	dsn := pgtest.DB(t)
 	dir := t.TempDir()
-	start := func(args ...string) *hcLog {
+	start := func(args ...string) *syncBuffer {
 		cmd := exec.CommandContext(ctx, binary, args...)
 		cmd.Env = append(os.Environ(), "ANYSCOPE_DB="+dsn)
-		log := &hcLog{}
+		log := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
