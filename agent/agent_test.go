@@ -639,22 +639,26 @@ func TestPoissonInterval(t *testing.T) {
 	}
 }
 
+// TestPacer: a real pacer holds back what its burst does not cover (the
+// budget arithmetic itself is tested in agent/probe), and a cancelled
+// context ends a wait.
 func TestPacer(t *testing.T) {
 	t.Parallel()
-	p := probe.NewPacer(200) // one every 5ms
+	p := probe.NewPacer(100) // at most 10 per tenth of a second
 	start := time.Now()
-	for range 21 {
+	for range 30 {
 		if err := p.Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if d := time.Since(start); d < 95*time.Millisecond {
-		t.Errorf("21 transactions at 200/s took %v, want at least 100ms", d)
+	// Timers never fire early: the third ten wait for the third tenth.
+	if d := time.Since(start); d < 195*time.Millisecond {
+		t.Errorf("30 packets at 100/s took %v, want at least 200ms", d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	p2 := probe.NewPacer(0.001)
-	_ = p2.Wait(ctx) // first slot is free
+	_ = p2.Wait(ctx) // the first slot is free
 	if err := p2.Wait(ctx); err == nil {
 		t.Error("Wait ignored a canceled context")
 	}
@@ -716,23 +720,26 @@ func TestNewSpoolWaitsForCollector(t *testing.T) {
 // while another target's go through at the agent's rate.
 func TestLimiterPerTarget(t *testing.T) {
 	t.Parallel()
-	l := newLimiter(10000, 50) // 20ms between packets of one target
+	l := newLimiter(10000, 10) // 100ms between packets of one target, no burst
 	ctx := context.Background()
-	a, b := withTarget(ctx, "a"), withTarget(ctx, "b")
+	a := withTarget(ctx, "a")
 	start := time.Now()
 	for range 6 {
 		if err := l.Wait(a); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if d := time.Since(start); d < 90*time.Millisecond {
-		t.Errorf("6 packets to one target in %v, want ≥ 100ms at 50/s", d)
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Errorf("6 packets to one target in %v, want ≥ 500ms at 10/s", d)
 	}
-	start = time.Now()
-	if err := l.Wait(b); err != nil {
-		t.Fatal(err)
+	// With a cancelled context, a wait fails exactly when it would have had
+	// to sleep: target a's budget is spent, target b's untouched.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.Wait(withTarget(done, "a")); err == nil {
+		t.Error("target a's seventh packet did not have to wait")
 	}
-	if d := time.Since(start); d > 60*time.Millisecond {
-		t.Errorf("another target waited %v behind the first (its 100 ms of packets)", d)
+	if _, err := l.WaitSeries(withTarget(done, "b"), 1, 0); err != nil {
+		t.Errorf("another target's packet waited behind the first target's: %v", err)
 	}
 }

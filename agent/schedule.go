@@ -306,21 +306,29 @@ func newLimiter(all, perTarget float64) *limiter {
 	return &limiter{all: probe.NewPacer(all), perSecond: perTarget, targets: map[string]*probe.Pacer{}}
 }
 
-// Wait blocks until both the target's slot and the agent's have come.
+// Wait blocks until both the target's budget and the agent's allow one
+// more packet.
 func (l *limiter) Wait(ctx context.Context) error {
-	if name, ok := ctx.Value(targetKey{}).(string); ok {
-		l.mu.Lock()
-		p := l.targets[name]
-		if p == nil {
-			p = probe.NewPacer(l.perSecond)
-			l.targets[name] = p
-		}
-		l.mu.Unlock()
-		if err := p.Wait(ctx); err != nil {
-			return err
-		}
+	_, err := l.WaitSeries(ctx, 1, 0)
+	return err
+}
+
+// WaitSeries books n packets every apart on the target's pacer and the
+// agent's at once (see probe.WaitPacers).
+func (l *limiter) WaitSeries(ctx context.Context, n int, every time.Duration) (time.Duration, error) {
+	name, ok := ctx.Value(targetKey{}).(string)
+	if !ok {
+		return probe.WaitPacers(ctx, n, every, l.all)
 	}
-	return l.all.Wait(ctx)
+	l.mu.Lock()
+	p := l.targets[name]
+	if p == nil {
+		p = probe.NewPacer(l.perSecond)
+		l.targets[name] = p
+	}
+	l.mu.Unlock()
+	// Always the target's first, then the agent's.
+	return probe.WaitPacers(ctx, n, every, p, l.all)
 }
 
 type targetKey struct{}

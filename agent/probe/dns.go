@@ -28,9 +28,14 @@ const (
 	DefaultPort    = 53
 )
 
-// Limiter paces transactions; Wait blocks until one more may be sent.
+// Limiter paces probe packets (Pacer is one).
 type Limiter interface {
+	// Wait blocks until one more packet may be sent.
 	Wait(ctx context.Context) error
+	// WaitSeries books n packets sent every apart and blocks until the
+	// first may leave. It returns the spacing the series must keep: every,
+	// or more when the budget cannot take n packets that close together.
+	WaitSeries(ctx context.Context, n int, every time.Duration) (time.Duration, error)
 }
 
 // DNSOptions configure a DNS identity prober. Zero values take the defaults.

@@ -526,6 +526,15 @@ func (l *countingLimiter) Wait(ctx context.Context) error {
 	return nil
 }
 
+func (l *countingLimiter) WaitSeries(ctx context.Context, n int, every time.Duration) (time.Duration, error) {
+	for range n {
+		if err := l.Wait(ctx); err != nil {
+			return every, err
+		}
+	}
+	return every, nil
+}
+
 func TestDNSProbeLimiter(t *testing.T) {
 	t.Parallel()
 	lim := &countingLimiter{}
@@ -658,6 +667,10 @@ func (l *gateLimiter) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func (l *gateLimiter) WaitSeries(ctx context.Context, _ int, every time.Duration) (time.Duration, error) {
+	return every, l.Wait(ctx)
 }
 
 // answerTCP answers the identity query q, framed: TXT "ams" to a CHAOS

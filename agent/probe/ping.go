@@ -75,7 +75,8 @@ type PingOptions struct {
 	Timeout time.Duration
 	// Privileged chooses the socket kind (default PingAuto).
 	Privileged PingSocket
-	// Limiter, when set, is waited on before every echo request.
+	// Limiter, when set, books every series of echo requests before it
+	// starts (WaitSeries).
 	Limiter Limiter
 }
 
@@ -141,7 +142,20 @@ func NewPing(o PingOptions) (*Ping, error) {
 // limiter refuses the first request. transport must be api.TransportICMP.
 func (p *Ping) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr, transport api.Transport) []api.Result {
 	addr = addr.Unmap().WithZone("")
-	res, _, ok := begin(ctx, p.opts.Limiter, t, addr, api.KindPing, api.TransportICMP, api.QueryEcho)
+	// The whole series is booked with the limiter at once: its requests
+	// then leave on the pinger's clock, never held up by a wait.
+	every, timeout := p.opts.Interval, p.opts.Timeout
+	if p.opts.Limiter != nil {
+		e, err := p.opts.Limiter.WaitSeries(ctx, p.opts.Count, every)
+		if err != nil {
+			return nil
+		}
+		// A slower spacing than asked (the limiter's budget) stretches the
+		// timeout by as much.
+		timeout += time.Duration(p.opts.Count-1) * (e - every)
+		every = e
+	}
+	res, _, ok := begin(ctx, nil, t, addr, api.KindPing, api.TransportICMP, api.QueryEcho)
 	if !ok {
 		return nil
 	}
@@ -155,10 +169,11 @@ func (p *Ping) Probe(ctx context.Context, t api.ScheduleTarget, addr netip.Addr,
 		res.Failure = api.FailurePermissionDenied
 		return []api.Result{res}
 	}
-	s, err := p.series(ctx, addr, privileged)
+	s, err := p.series(ctx, addr, privileged, every, timeout)
 	if err != nil && p.opts.Privileged == PingAuto && !privileged && pingPermission(err) && os.Geteuid() == 0 {
+		// Nothing was sent: the booked series is still unused.
 		privileged = true
-		s, err = p.series(ctx, addr, privileged)
+		s, err = p.series(ctx, addr, privileged, every, timeout)
 	}
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
@@ -208,89 +223,40 @@ func (s pingSeries) values(privileged bool) *api.PingValues {
 	return v
 }
 
-// series sends Count echo requests to addr, Interval apart, each after its
-// own limiter slot, and collects the replies until Timeout. Every request is
-// its own one-packet pro-bing pinger (its own random ICMP id), started on
-// time by its own goroutine: waiting for the limiter never holds up the
-// reading of replies, so no RTT includes a wait.
-func (p *Ping) series(ctx context.Context, addr netip.Addr, privileged bool) (pingSeries, error) {
+// series sends count echo requests to addr, every apart, as one pro-bing
+// pinger (one socket, its own random ICMP id), and collects the replies
+// until timeout. The limiter was waited on for the whole series before it
+// starts, so nothing ever holds up the reading of replies and no RTT
+// includes a wait.
+func (p *Ping) series(ctx context.Context, addr netip.Addr, privileged bool, every, timeout time.Duration) (pingSeries, error) {
 	s := pingSeries{ttl: -1}
-	// The context deadline, a little after Timeout, is the backstop that also
-	// bounds the sockets and the limiter.
-	deadline := time.Now().Add(p.opts.Timeout)
-	ctx, cancel := context.WithDeadline(ctx, deadline.Add(time.Second))
+	// The context deadline, a little after timeout, is the backstop.
+	ctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
-	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		firstErr error
-	)
-	for i := 0; i < p.opts.Count; i++ {
-		wg.Go(func() {
-			if i > 0 {
-				if sleepCtx(ctx, time.Duration(i)*p.opts.Interval) != nil {
-					return
-				}
-				if p.opts.Limiter != nil && p.opts.Limiter.Wait(ctx) != nil {
-					return
-				}
-			}
-			left := time.Until(deadline)
-			if left <= 0 {
-				return
-			}
-			st, ttl, err := p.one(ctx, addr, privileged, left)
-			mu.Lock()
-			defer mu.Unlock()
-			if st != nil {
-				s.sent += st.PacketsSent
-				if st.PacketsRecv > 0 {
-					s.received += st.PacketsRecv
-					s.rtts = append(s.rtts, st.MinRtt)
-					s.ttl = ttl
-				}
-			}
-			if err != nil && (firstErr == nil || i == 0) {
-				firstErr = err
-			}
-		})
-	}
-	wg.Wait()
-	if cerr := ctx.Err(); cerr != nil && firstErr != nil {
-		firstErr = cerr
-	}
-	return s, firstErr
-}
-
-// one sends one echo request and waits up to timeout for its reply.
-func (p *Ping) one(ctx context.Context, addr netip.Addr, privileged bool, timeout time.Duration) (*probing.Statistics, int, error) {
 	pinger := probing.New(addr.String())
 	pinger.SetIPAddr(&net.IPAddr{IP: addr.AsSlice()})
 	pinger.SetPrivileged(privileged)
 	pinger.SetLogger(probing.NoopLogger{})
-	pinger.Count = 1
+	pinger.Count = p.opts.Count
+	pinger.Interval = every
 	pinger.Timeout = timeout
 	pinger.RecordRtts = false
 	pinger.RecordTTLs = false
-	ttl := -1
-	pinger.OnRecv = func(pkt *probing.Packet) { ttl = pkt.TTL }
+	// Callbacks run on the pinger's own loop, one at a time.
+	pinger.OnRecv = func(pkt *probing.Packet) {
+		s.rtts = append(s.rtts, pkt.Rtt)
+		s.ttl = pkt.TTL
+	}
 	if p.testHook != nil {
 		p.testHook(pinger)
 	}
 	err := pinger.RunWithContext(ctx)
-	return pinger.Statistics(), ttl, err
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+	st := pinger.Statistics()
+	s.sent, s.received = st.PacketsSent, len(s.rtts)
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
 	}
+	return s, err
 }
 
 // socketKind decides between a raw and a datagram socket; ok is false when

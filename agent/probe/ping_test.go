@@ -478,20 +478,29 @@ func TestPingWrongTransportAndCancel(t *testing.T) {
 	}
 }
 
-// pingLimiter counts waits.
+// pingLimiter counts waits and the packets of booked series.
 type pingLimiter struct {
-	mu sync.Mutex
-	n  int
+	mu             sync.Mutex
+	waits, packets int
+	every          time.Duration
 }
 
 func (l *pingLimiter) Wait(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.n++
-	return ctx.Err()
+	_, err := l.WaitSeries(ctx, 1, 0)
+	return err
 }
 
-func TestPingWaitsOnLimiterPerRequest(t *testing.T) {
+func (l *pingLimiter) WaitSeries(ctx context.Context, n int, every time.Duration) (time.Duration, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.waits++
+	l.packets += n
+	return max(every, l.every), ctx.Err()
+}
+
+// TestPingBooksTheSeriesOnce: a series is booked with the limiter once,
+// for all its requests, before the first leaves.
+func TestPingBooksTheSeriesOnce(t *testing.T) {
 	if os.Geteuid() != 0 && !PingGroupAllowed() {
 		t.Skip("no ICMP socket allowed")
 	}
@@ -502,8 +511,37 @@ func TestPingWaitsOnLimiterPerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := p.Probe(context.Background(), api.ScheduleTarget{Name: "loopback"}, netip.MustParseAddr("127.0.0.1"), api.TransportICMP)
-	if len(rs) != 1 || rs[0].Ping == nil || rs[0].Ping.Sent != 4 || l.n != 4 {
-		t.Errorf("%d waits for %+v", l.n, rs)
+	if len(rs) != 1 || rs[0].Ping == nil || rs[0].Ping.Sent != 4 || rs[0].Ping.Received != 4 || l.waits != 1 || l.packets != 4 {
+		t.Errorf("%d waits for %d packets, results %+v", l.waits, l.packets, rs)
+	}
+}
+
+// TestPingKeepsTheLimitersSpacing: when the limiter's budget cannot take
+// the series as close together as configured, the requests leave at the
+// spacing it returns, and the timeout stretches so that all are sent.
+func TestPingKeepsTheLimitersSpacing(t *testing.T) {
+	if os.Geteuid() != 0 && !PingGroupAllowed() {
+		t.Skip("no ICMP socket allowed")
+	}
+	t.Parallel()
+	l := &pingLimiter{every: 150 * time.Millisecond}
+	p, err := NewPing(PingOptions{Count: 3, Interval: 10 * time.Millisecond, Timeout: 100 * time.Millisecond, Limiter: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []time.Time
+	p.testHook = func(pg *probing.Pinger) {
+		pg.OnSend = func(*probing.Packet) { sent = append(sent, time.Now()) }
+	}
+	rs := p.Probe(context.Background(), api.ScheduleTarget{Name: "loopback"}, netip.MustParseAddr("127.0.0.1"), api.TransportICMP)
+	if len(rs) != 1 || rs[0].Ping == nil || rs[0].Ping.Sent != 3 || rs[0].Ping.Received != 3 {
+		t.Fatalf("results %+v", rs)
+	}
+	for i := 1; i < len(sent); i++ {
+		// A ticker never fires early.
+		if d := sent[i].Sub(sent[i-1]); d < 140*time.Millisecond {
+			t.Errorf("requests %d and %d %v apart, want the limiter's 150ms", i-1, i, d)
+		}
 	}
 }
 

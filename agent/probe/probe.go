@@ -87,3 +87,19 @@ func begin(ctx context.Context, lim Limiter, t api.ScheduleTarget, addr netip.Ad
 		Query:      query,
 	}, start, true
 }
+
+// sleepCtx waits for d or until ctx ends; it returns nil at once when d
+// is not positive.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -412,21 +412,9 @@ func (s *Session) Loop(ctx context.Context, t api.ScheduleTarget, addr netip.Add
 			backoff = 0
 		}
 		if wait > 0 {
-			if err := sessionSleep(ctx, wait); err != nil {
+			if err := sleepCtx(ctx, wait); err != nil {
 				return
 			}
 		}
-	}
-}
-
-// sessionSleep waits for d or until ctx ends.
-func sessionSleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

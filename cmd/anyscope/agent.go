@@ -26,6 +26,7 @@ type AgentCmd struct {
 
 // Run runs the agent until the context ends (or one round with --once).
 func (c *AgentCmd) Run(ctx context.Context, log *slog.Logger) error {
+	agentRuntime(log)
 	cfg, err := agent.LoadConfig(c.Config)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -300,7 +301,7 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 	if err := agents.stop(); err != nil {
 		return "", err
 	}
-	byKind, failed, err := benchKindCounts(ctx, st, benchAgentName, runStart)
+	byKind, failed, rtts, err := benchKindCounts(ctx, st, benchAgentName, runStart)
 	if err != nil {
 		return "", err
 	}
@@ -328,6 +329,7 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 		counts = append(counts, fmt.Sprintf("%s %d (%d failed)", k, byKind[k], failed[k]))
 	}
 	fmt.Printf("results over the whole run by kind: %s\n", strings.Join(counts, ", "))
+	fmt.Printf("RTTs the agent measured (the lab adds no delay: what exceeds a fraction of a millisecond is the agent's own scheduling): %s\n", rttSummary(rtts))
 	if len(kinds) < len(api.Kinds) {
 		fmt.Printf("target: not judged: the acceptance point needs every probe kind, this run scheduled %s\n", kindList)
 	} else {
@@ -356,9 +358,10 @@ func (c *BenchAgentCmd) run(ctx context.Context, log *slog.Logger) (line string,
 }
 
 // benchKindCounts counts the agent's stored results, and the failed ones,
-// by kind, measured since the run started.
-func benchKindCounts(ctx context.Context, st *store.Store, agentName string, since time.Time) (all, failed map[api.Kind]int, err error) {
-	all, failed = map[api.Kind]int{}, map[api.Kind]int{}
+// by kind, measured since the run started, and collects the RTTs of the
+// answered ones by kind and transport.
+func benchKindCounts(ctx context.Context, st *store.Store, agentName string, since time.Time) (all, failed map[api.Kind]int, rtts map[string][]time.Duration, err error) {
+	all, failed, rtts = map[api.Kind]int{}, map[api.Kind]int{}, map[string][]time.Duration{}
 	err = st.Observations(ctx, since.Add(-time.Minute), time.Time{}, "", func(o analysis.Observation) error {
 		if o.VantagePoint != agentName {
 			return nil
@@ -366,10 +369,26 @@ func benchKindCounts(ctx context.Context, st *store.Store, agentName string, sin
 		all[o.Kind]++
 		if o.Failure != api.FailureNone {
 			failed[o.Kind]++
+		} else if o.RTT > 0 {
+			k := string(o.Kind) + "/" + string(o.Transport)
+			rtts[k] = append(rtts[k], o.RTT)
 		}
 		return nil
 	})
-	return all, failed, err
+	return all, failed, rtts, err
+}
+
+// rttSummary gives the median, 99th percentile and maximum of each kind's
+// RTTs, in milliseconds.
+func rttSummary(rtts map[string][]time.Duration) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(rtts)) {
+		d := rtts[k]
+		slices.Sort(d)
+		q := func(f float64) float64 { return float64(d[int(f*float64(len(d)-1))].Microseconds()) / 1000 }
+		out = append(out, fmt.Sprintf("%s p50 %.2f p99 %.2f max %.2f ms (%d)", k, q(0.5), q(0.99), q(1), len(d)))
+	}
+	return strings.Join(out, "; ")
 }
 
 func met(ok bool) string {
