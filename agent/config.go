@@ -81,11 +81,11 @@ type Config struct {
 	// ScheduleRefresh is how often the schedule is fetched again.
 	ScheduleRefresh time.Duration `yaml:"schedule_refresh"`
 	// MaxRate caps probe packets (DNS transactions, echo requests, trace
-	// probes, HTTP connections) per second, all targets together: a hard
-	// ceiling whatever the schedule asks.
+	// probes, HTTP connections) in any one second, all targets together: a
+	// hard ceiling whatever the schedule asks (see probe.Pacer).
 	MaxRate float64 `yaml:"max_rate"`
-	// MaxTargetRate caps them per target, so one target's many addresses
-	// or probe kinds never burst at its operator.
+	// MaxTargetRate caps them per target, so that one target's many
+	// addresses and probe kinds together never send its operator more.
 	MaxTargetRate float64 `yaml:"max_target_rate"`
 	// Concurrency caps the probe rounds running at once.
 	Concurrency int `yaml:"concurrency"`

@@ -12,8 +12,8 @@ import (
 // An agent's work comes in hundreds of short bursts a second (a packet out,
 // a reply in, a timer), each a few microseconds between idle stretches. Two
 // defaults of the Go runtime make such a process pay for every burst in
-// thread wake-ups, which are most of its CPU (README, "Agent CPU"; measured
-// with `anyscope bench agent` in the lab):
+// thread wake-ups, which were most of its CPU (measured with `anyscope bench
+// agent` in the lab; the README's bench section has the numbers):
 //
 //   - sysmon, the runtime's monitor thread, sleeps deeply whenever every P
 //     is idle and is woken by the next system call, to poll every 20 µs

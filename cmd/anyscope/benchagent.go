@@ -54,10 +54,11 @@ var benchResultsPerRound = map[api.Kind]int{api.KindDNS: 3 * 2, api.KindPing: 1,
 // rate-limit their ICMP), 1 HTTP request and 2 queries on each of the two
 // sessions (one every 5s): about 19 packets, 44 at worst. With two addresses
 // a target needs 3.8 packets/s on average, 8.8 at worst, and the 20 targets
-// 76/s, 176 at worst. The default max_target_rate of 5/s would keep a target
-// 76% busy and delay its rounds behind one another, so it is set to 50/s
-// (pacing gap 20ms, at most 18% busy), and max_rate to 20×50 = 1000/s so the
-// global cap never binds before the per-target ones. Concurrency bounds
+// 76/s, 176 at worst. The default max_target_rate of 5/s (one packet per
+// tenth of a second) would keep a target 76% busy and delay its rounds
+// behind one another, so it is set to 50/s (five per tenth of a second, at
+// most 18% of the budget), and max_rate to 20×50 = 1000/s so the global cap
+// never binds before the per-target ones. Concurrency bounds
 // rounds, not sessions: 160 periodic jobs start 16 rounds/s, and by Little's
 // law they occupy about 16 × 0.15s ≈ 2.4 slots while traces reach the
 // destination at once, up to 4 traces/s × 6s ≈ 24 slots when they end on the
