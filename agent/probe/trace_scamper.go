@@ -15,9 +15,9 @@ import (
 )
 
 // scamper runs CAIDA's scamper (`trace -P udp-paris` or `icmp-paris`) as
-// the engine and converts its JSON into the same values. scamper sends its
-// own packets: the Limiter is waited on once per probe scamper may send
-// before it starts, so the budget is spent up front.
+// the engine and converts its JSON into the same values. scamper sends and
+// paces its own packets: the Limiter is waited on once, before it starts,
+// and does not see the trace's later probes.
 func (p *Trace) scamper(ctx context.Context, dst netip.Addr, transport api.Transport, sport uint16) (*api.TraceValues, error) {
 	bin, err := exec.LookPath("scamper")
 	if err != nil {
